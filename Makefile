@@ -1,0 +1,39 @@
+# One-command entry points. `make demo` sets up and runs the main job on the bundled
+# sample faces; `make test` sets up and runs the tests (CI runs exactly this).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+POOL   ?= ../shared/data/utkface
+EXTRAS ?= dev
+STAMP  := $(VENV)/.installed-$(EXTRAS)
+
+.PHONY: install test lint fmt bench demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check agebatch tests
+	$(BIN)/ruff format --check agebatch tests
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+fmt: install
+	$(BIN)/ruff format agebatch tests
+	$(BIN)/ruff check --fix agebatch tests
+
+bench: install
+	$(BIN)/agebatch bench decode $(POOL)
+
+demo: install
+	mkdir -p out
+	$(BIN)/agebatch manifest agebatch/samples/utkface --out out/samples.manifest.parquet --overwrite
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

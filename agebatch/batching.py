@@ -1,0 +1,94 @@
+"""The streaming decode queue: items -> ordered, fixed-size uint8 batches with per-item status.
+
+Shared by training and inference. Work is cut into chunks of a few dozen images that
+threads decode straight into the rows of a preallocated batch array (no per-image
+copies). At most `prefetch_batches` batches beyond the one the consumer holds are
+in flight, so memory is bounded by ``(prefetch_batches + 2) * batch_size * H * W * 3``
+bytes whatever the number of inputs, and decoding of the next batches overlaps
+whatever the consumer does with the current one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+
+import numpy as np
+
+from agebatch.decode import DecodeOptions, decode_into, limit_opencv_threads
+from agebatch.parallel import ordered_map
+from agebatch.sources import Item
+
+
+@dataclass(slots=True)
+class Batch:
+    """Up to `batch_size` consecutive items of the stream and their pixels.
+
+    `start` is the stream index of the first item. Rows whose `errors` entry is not
+    None failed to decode and hold zeros; `ok` is the mask of good rows.
+    """
+
+    start: int
+    items: list[Item]
+    images: np.ndarray  # (N, H, W, 3) uint8 RGB
+    errors: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.fromiter((e is None for e in self.errors), dtype=bool, count=len(self.errors))
+
+    @property
+    def n_errors(self) -> int:
+        return sum(e is not None for e in self.errors)
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def iter_batches(
+    items: Iterable[Item],
+    *,
+    batch_size: int = 256,
+    options: DecodeOptions | None = None,
+    workers: int | None = None,
+    chunk_size: int = 32,
+    prefetch_batches: int = 2,
+) -> Iterator[Batch]:
+    """Decode `items` with `workers` threads and yield `Batch`es in input order.
+
+    Every item appears in exactly one batch, failed or not. The last batch may be
+    shorter than `batch_size`. ``workers=0`` decodes in the calling thread.
+    """
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError("batch_size and chunk_size must be positive")
+    opts = options or DecodeOptions()
+    workers = default_workers() if workers is None else workers
+    chunk_size = min(chunk_size, batch_size)
+    limit_opencv_threads()
+
+    def tasks() -> Iterator[tuple[Batch, int, int]]:
+        it = iter(items)
+        start = 0
+        while batch_items := list(islice(it, batch_size)):
+            n = len(batch_items)
+            batch = Batch(start, batch_items, np.empty((n, *opts.size, 3), np.uint8), [None] * n)
+            for lo in range(0, n, chunk_size):
+                yield batch, lo, min(lo + chunk_size, n)
+            start += n
+
+    def run(task: tuple[Batch, int, int]) -> tuple[Batch, int, int]:
+        batch, lo, hi = task
+        batch.errors[lo:hi] = decode_into(batch.items[lo:hi], batch.images[lo:hi], opts)
+        return task
+
+    max_pending = max(2 * workers, math.ceil(prefetch_batches * batch_size / chunk_size))
+    for batch, _lo, hi in ordered_map(run, tasks(), workers=workers, max_pending=max_pending, thread_name="agebatch-decode"):
+        if hi == len(batch):  # results arrive in order, so the batch's last chunk completes it
+            yield batch

@@ -1,0 +1,1 @@
+"""Benchmarks behind `agebatch bench`. Each prints numbers and ratios measured in one run."""

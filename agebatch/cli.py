@@ -1,0 +1,267 @@
+"""The `agebatch` command line: thin Click commands over library functions.
+
+Import cost matters here: `agebatch --help` and CPU inference must never import
+TensorFlow, so this module imports only Click and the standard library at the top;
+each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from agebatch import __version__
+from agebatch.errors import EXIT_INTERRUPTED, AgebatchError, NotAvailableYet
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def samples_dir() -> str:
+    """The bundled UTKFace sample faces (see agebatch/samples/README.md)."""
+    return os.path.join(os.path.dirname(__file__), "samples", "utkface")
+
+
+class _Group(click.Group):
+    """Turn user-fixable errors into one line on stderr and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AgebatchError as e:
+            click.secho(f"Error: {e.message}", fg="red", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.secho("Interrupted; no partial output was kept under the final name.", fg="yellow", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="agebatch")
+def main() -> None:
+    """Estimate age (years) and gender (0 = male, 1 = female) for large archives of face images.
+
+    \b
+    Typical flow:
+      agebatch manifest /photos --out manifest.parquet   # hash, label, split
+      agebatch train custom                               # or: train pretrained
+      agebatch build-engine models/modelB.keras           # Keras -> ONNX -> TensorRT
+      agebatch infer /photos --out preds.parquet          # streaming batch inference
+
+    Exit codes: 0 done, 1 the run failed (I/O, disk full), 2 bad input or options,
+    130 interrupted.
+    """
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(path_type=str))
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=str), help="Manifest Parquet file to write."
+)
+@click.option(
+    "--val",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of distinct images for validation.",
+)
+@click.option(
+    "--test",
+    "test_frac",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Fraction of distinct images for test.",
+)
+@click.option("--seed", default=0, show_default=True, help="Split seed; the split is a function of (content hash, seed).")
+@click.option("--drop-conflicts", is_flag=True, help="Leave out byte-identical groups whose copies carry different labels.")
+@click.option("--absolute-paths", is_flag=True, help="Store absolute paths instead of paths relative to the manifest.")
+@click.option("--glob", default=None, help="Only files matching this pattern (name, or path relative to SOURCE if it has '/').")
+@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 256), help="Hashing threads (I/O bound).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+def manifest(
+    source: str,
+    out: str,
+    val: float,
+    test_frac: float,
+    seed: int,
+    drop_conflicts: bool,
+    absolute_paths: bool,
+    glob: str | None,
+    workers: int,
+    overwrite: bool,
+) -> None:
+    """Write a manifest of SOURCE (folder, manifest or image): one row per file.
+
+    Columns: path, age, gender, race (from UTKFace-style names, null if unknown),
+    sha256, bytes, split (train/val/test by content hash, so byte-identical files
+    always share a split). Prints duplicate groups and label conflicts.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from agebatch.manifest import SplitSpec, build_manifest
+    from agebatch.progress import Progress
+    from agebatch.sources import count_items
+
+    total = count_items(source, glob=glob) if os.path.isdir(source) else None
+    with Progress(total, "hashing", unit="files") as progress:
+        rep = build_manifest(
+            source,
+            out,
+            split=SplitSpec(val=val, test=test_frac, seed=seed),
+            drop_conflicts=drop_conflicts,
+            absolute_paths=absolute_paths,
+            overwrite=overwrite,
+            workers=workers,
+            glob=glob,
+            progress=progress.advance,
+        )
+    table = Table(title=f"manifest {out}", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in [
+        ("files", rep.files),
+        ("unreadable (row kept, no hash)", rep.unreadable),
+        ("with labels", rep.labelled),
+        ("distinct contents", rep.distinct),
+        ("duplicate groups (files)", f"{rep.duplicate_groups} ({rep.duplicate_files})"),
+        ("groups with conflicting labels", rep.conflict_groups),
+        ("  of which age differs", rep.conflict_age_groups),
+        ("  of which gender differs", rep.conflict_gender_groups),
+        ("dropped (--drop-conflicts)", rep.dropped_files),
+        ("rows written", rep.rows),
+        *((f"split {k}", v) for k, v in rep.splits.items()),
+    ]:
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
+
+
+# --------------------------------------------------------------------------- planned commands
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("kind", type=click.Choice(["custom", "pretrained"]))
+@click.option("--data", default="../shared/data/utkface", show_default=True, help="UTKFace-style folder or Parquet manifest.")
+@click.option("--out", default="runs", show_default=True, help="Parent folder of the run folder.")
+@click.option(
+    "--backbone",
+    type=click.Choice(["efficientnet-lite0", "mobilenetv2-0.35"]),
+    default="efficientnet-lite0",
+    show_default=True,
+    help="pretrained: ImageNet backbone.",
+)
+@click.option("--weights", default=None, help="pretrained: backbone weights: a file path, 'imagenet' or 'none'.")
+@click.option("--image-size", default=128, show_default=True, help="Square input size in pixels.")
+@click.option("--epochs", default=30, show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (Adam, cosine decay).")
+@click.option("--age-weight", default=1.0, show_default=True, help="Loss weight of the age head.")
+@click.option("--gender-weight", default=1.0, show_default=True, help="Loss weight of the gender head.")
+@click.option("--patience", default=5, show_default=True, help="Early stopping patience (epochs); best weights are restored.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
+def train(**_: Any) -> None:
+    """Train Model A (custom CNN) or Model B (ImageNet backbone, fine-tuned). [planned]"""
+    raise NotAvailableYet("agebatch train")
+
+
+@main.command("build-engine", context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(path_type=str))
+@click.option("--target", type=click.Choice(["tensorrt", "onnx"]), default="tensorrt", show_default=True)
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--min-batch", default=1, show_default=True)
+@click.option("--opt-batch", default=256, show_default=True)
+@click.option("--max-batch", default=1024, show_default=True)
+@click.option("--calib", default=None, help="Folder of faces for the parity report (default: bundled samples).")
+@click.option("--out", default="engines", show_default=True, help="Folder for the ONNX export, engine and sidecar.")
+def build_engine(**_: Any) -> None:
+    """Export MODEL (.keras) to ONNX and build a TensorRT FP16 engine, with a parity report. [planned]"""
+    raise NotAvailableYet("agebatch build-engine")
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("source", type=click.Path(path_type=str))
+@click.option("--out", "-o", required=True, help="Predictions Parquet file (a folder with --ray).")
+@click.option("--model", default=None, help="Model (.keras), ONNX file or engine; default: the shipped model.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "keras"]), default="auto", show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--workers", default=None, type=int, help="Decode threads (default: CPU count).")
+@click.option("--resume", is_flag=True, help="Skip inputs an interrupted run already wrote.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--summary", default=None, help="Summary Parquet (default: <out stem>.summary.parquet).")
+@click.option("--limit", default=None, type=int, help="Only the first N inputs.")
+@click.option("--glob", default=None, help="Only files matching this pattern.")
+@click.option("--ray", "ray_address", default=None, help="Run on Ray: 'local', 'auto' or ray://host:port.")
+def infer(**_: Any) -> None:
+    """Predict age and gender for every image of SOURCE (folder or manifest). [planned]"""
+    raise NotAvailableYet("agebatch infer")
+
+
+# --------------------------------------------------------------------------- bench
+
+
+@main.group(context_settings=CONTEXT_SETTINGS)
+def bench() -> None:
+    """Measure speed and memory; each bench prints ratios measured in one run."""
+
+
+@bench.command("decode", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=str))
+@click.option("--workers", "workers_list", default=None, help="Comma-separated worker counts (default: 1,2,CPU count).")
+@click.option("--size", default=128, show_default=True, help="Target square size.")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--limit", default=None, type=int, help="Only the first N inputs.")
+@click.option("--interpolation", type=click.Choice(["linear", "area", "cubic", "nearest"]), default="linear", show_default=True)
+def bench_decode(
+    source: str | None, workers_list: str | None, size: int, batch_size: int, limit: int | None, interpolation: str
+) -> None:
+    """Decode+resize images/s and peak RSS for 1, 2 and N workers over SOURCE.
+
+    SOURCE defaults to the bundled sample faces (too few for stable numbers: pass a
+    real folder such as ../shared/data/utkface). Each configuration runs in its own
+    process after one pass that warms the page cache.
+    """
+    from rich.console import Console
+
+    from agebatch.bench.decode import default_worker_counts, measure_in_child, report, warm_cache
+
+    source = source or samples_dir()
+    try:
+        counts = [int(w) for w in workers_list.split(",")] if workers_list else default_worker_counts()
+    except ValueError:
+        raise AgebatchError(f"--workers must be comma-separated integers, got {workers_list!r}") from None
+    console = Console()
+    n = warm_cache(source, limit)
+    console.print(
+        f"decode bench: {n:,} files from {source}, {size}x{size} {interpolation}, batch {batch_size}, {os.cpu_count()} CPUs"
+    )
+    runs = [
+        measure_in_child(source, workers=w, size=size, batch_size=batch_size, limit=limit, interpolation=interpolation)
+        for w in counts
+    ]
+    report(runs, console)
+
+
+@bench.command("engine", context_settings=CONTEXT_SETTINGS)
+@click.argument("artifact", type=click.Path(path_type=str))
+@click.option("--batch-sizes", default="1,64,256", show_default=True)
+def bench_engine(**_: Any) -> None:
+    """Backend images/s at several batch sizes, excluding decode. [planned]"""
+    raise NotAvailableYet("agebatch bench engine")
+
+
+@bench.command("infer", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", required=False, type=click.Path(path_type=str))
+def bench_infer(**_: Any) -> None:
+    """End-to-end infer vs the seeds' evaluation loop: wall time and peak RSS. [planned]"""
+    raise NotAvailableYet("agebatch bench infer")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Errors a user can act on.
+
+Library code raises `AgebatchError` for anything caused by the user's input or
+environment (a wrong path, an existing output, a missing optional dependency).
+The CLI prints its message and exits with `exit_code`; it never shows a
+traceback for these. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+#: Exit codes shared by every command (documented in the README).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the run started but could not finish (I/O error, disk full)
+EXIT_USAGE = 2  # bad input, bad options, missing capability: fix and rerun
+EXIT_INTERRUPTED = 130
+
+
+class AgebatchError(Exception):
+    """A problem the user can fix; its message is shown as is."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class NotAvailableYet(AgebatchError):
+    """A planned command whose implementation has not landed yet."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} is planned but not implemented in agebatch yet; see the README's roadmap.",
+            EXIT_USAGE,
+        )

@@ -1,0 +1,60 @@
+"""The Parquet contracts agebatch writes: one place for every column and metadata key.
+
+These are public: the README documents them and tests pin them. Add columns at the
+end and bump `SCHEMA_VERSION`; never change a column's meaning in place.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+#: Key/value metadata keys (bytes in Parquet; str here). Writers fill what they know.
+META_VERSION = "agebatch.version"  # tool version that wrote the file
+META_SCHEMA = "agebatch.schema"  # "manifest" | "predictions" | "summary"
+META_SCHEMA_VERSION = "agebatch.schema_version"
+META_CREATED = "agebatch.created"  # UTC ISO-8601, when the writer opened the file
+META_SOURCE = "agebatch.source"  # the input folder/manifest as given
+META_MODEL_ID = "agebatch.model_id"
+META_MODEL_SHA256 = "agebatch.model_sha256"
+META_BACKEND = "agebatch.backend"
+META_PRECISION = "agebatch.precision"
+META_ROWS = "agebatch.rows"  # rows written, stored when the file is completed
+META_STATS = "agebatch.stats"  # JSON object of run statistics, stored on completion
+
+SPLITS = ("train", "val", "test")
+
+MANIFEST = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("age", pa.int16()),
+        pa.field("gender", pa.int8()),  # 0 male, 1 female
+        pa.field("race", pa.int8()),
+        pa.field("sha256", pa.string()),  # null when the file could not be read
+        pa.field("bytes", pa.int64()),
+        pa.field("split", pa.dictionary(pa.int8(), pa.string())),
+    ]
+)
+
+PREDICTIONS = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("age", pa.float32()),  # years; null on error
+        pa.field("gender_prob", pa.float32()),  # P(female); null on error
+        pa.field("gender", pa.int8()),  # 0 male, 1 female; null on error
+        pa.field("error", pa.string()),  # null when the row is fine
+    ]
+)
+
+#: Appended to PREDICTIONS when the inputs carry labels.
+PREDICTION_LABELS = [pa.field("age_true", pa.int16()), pa.field("gender_true", pa.int8())]
+
+SUMMARY = pa.schema(
+    [
+        pa.field("scope", pa.string(), nullable=False),  # all | age:0-12 | ... | gender:male | gender:female
+        pa.field("n", pa.int64()),
+        pa.field("age_mae", pa.float64()),
+        pa.field("gender_accuracy", pa.float64()),
+    ]
+)

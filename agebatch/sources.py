@@ -1,0 +1,228 @@
+"""Where inputs come from: a folder, a Parquet manifest, or a single image file.
+
+Every source yields `Item`s lazily and in a deterministic order, so an archive of
+millions of files is never listed into memory by the readers, a resumed run can
+skip a prefix, and two runs over the same inputs produce rows in the same order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from agebatch.errors import AgebatchError
+from agebatch.labels import parse_utkface_name
+
+#: File extensions (lower case) that a folder scan picks up by default.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+LabelMode = Literal["auto", "filename", "none"]
+
+#: Manifest columns that agebatch reads; others are ignored.
+MANIFEST_LABEL_COLUMNS = ("age", "gender", "race")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One input.
+
+    `path` is where the bytes are read from; `key` is what outputs report in their
+    `path` column (the manifest's own string, so results join back to it).
+    """
+
+    path: str
+    key: str
+    age: int | None = None
+    gender: int | None = None
+    race: int | None = None
+    sha256: str | None = None
+    split: str | None = None
+
+    @property
+    def has_labels(self) -> bool:
+        return self.age is not None or self.gender is not None
+
+
+def _matches(rel: str, extensions: tuple[str, ...], glob: str | None) -> bool:
+    if not rel.lower().endswith(extensions):
+        return False
+    if glob is None:
+        return True
+    # A pattern without "/" matches the file name anywhere; one with "/" matches the
+    # path relative to the folder, as users expect from shell globs.
+    target = rel if "/" in glob else rel.rsplit("/", 1)[-1]
+    return fnmatch.fnmatchcase(target, glob)
+
+
+def iter_folder(
+    root: str | os.PathLike[str],
+    *,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    glob: str | None = None,
+) -> Iterator[str]:
+    """Yield image paths under `root`, recursively, sorted by name at every level.
+
+    Symlinked folders are followed once: a folder already visited (same device and
+    inode) is skipped, which breaks symlink loops. Entries that are not folders are
+    yielded when their extension matches, even broken links or FIFOs, so that the
+    decoder reports them as error rows instead of them vanishing silently.
+    """
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    root = os.fspath(root)
+    if not os.path.isdir(root):
+        raise AgebatchError(f"not a folder: {root}")
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: str, rel_prefix: str) -> Iterator[str]:
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            # Skipping an unreadable folder would silently drop its files.
+            raise AgebatchError(f"cannot list folder {folder}: {e.strerror}") from e
+        for entry in entries:
+            rel = rel_prefix + entry.name
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
+            if is_dir:
+                yield from walk(entry.path, rel + "/")
+            elif _matches(rel, exts, glob):
+                yield entry.path
+
+    yield from walk(root, "")
+
+
+def _int_column(table: object, name: str, low: int, high: int, manifest: str) -> list[int | None]:
+    """Read an integer label column, accepting floats only when they are whole numbers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    col = table.column(name)  # type: ignore[attr-defined]
+    if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_null(col.type)):
+        raise AgebatchError(f"{manifest}: column '{name}' must be numeric, not {col.type}")
+    if pa.types.is_floating(col.type):
+        col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
+    try:
+        values = pc.cast(col, pa.int64()).to_pylist()
+    except pa.ArrowInvalid as e:
+        raise AgebatchError(f"{manifest}: column '{name}' must hold whole numbers ({e})") from e
+    for v in values:
+        if v is not None and not low <= v <= high:
+            raise AgebatchError(f"{manifest}: column '{name}' has value {v}, outside {low}..{high}")
+    return values
+
+
+def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto") -> Iterator[Item]:
+    """Yield the rows of a Parquet manifest as `Item`s, in file order.
+
+    The manifest needs a string `path` column; relative paths resolve against the
+    manifest's folder. Optional `age`, `gender`, `race`, `sha256`, `split` columns
+    are carried along. The file is read one record batch at a time.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = os.fspath(manifest)
+    try:
+        pf = pq.ParquetFile(manifest)
+    except FileNotFoundError as e:
+        raise AgebatchError(f"manifest not found: {manifest}") from e
+    except (pa.ArrowException, OSError) as e:
+        raise AgebatchError(f"not a readable Parquet manifest: {manifest} ({e})") from e
+    names = set(pf.schema_arrow.names)
+    if "path" not in names:
+        raise AgebatchError(f"{manifest}: no 'path' column (columns: {', '.join(sorted(names)) or 'none'})")
+    if not (
+        pa.types.is_string(pf.schema_arrow.field("path").type) or pa.types.is_large_string(pf.schema_arrow.field("path").type)
+    ):
+        raise AgebatchError(f"{manifest}: column 'path' must be strings")
+    label_cols = [c for c in MANIFEST_LABEL_COLUMNS if c in names]
+    from_columns = labels == "auto" and bool(label_cols)
+    from_names = labels == "filename" or (labels == "auto" and not label_cols)
+    extra = [c for c in ("sha256", "split") if c in names]
+    base = os.path.dirname(os.path.abspath(manifest))
+    bounds = {"age": (0, 150), "gender": (0, 1), "race": (0, 4)}
+
+    for batch in pf.iter_batches(batch_size=8192, columns=["path", *(label_cols if from_columns else []), *extra]):
+        table = pa.Table.from_batches([batch])
+        keys = table.column("path").to_pylist()
+        cols: dict[str, list] = {}
+        if from_columns:
+            for c in label_cols:
+                cols[c] = _int_column(table, c, *bounds[c], manifest)
+        for c in extra:
+            cols[c] = table.column(c).to_pylist()
+        for i, key in enumerate(keys):
+            key = key or ""
+            path = key if (not key or os.path.isabs(key)) else os.path.join(base, key)
+            item = Item(path=path, key=key, **{c: v[i] for c, v in cols.items()})
+            yield _with_name_labels(item) if from_names else item
+
+
+def _with_name_labels(item: Item) -> Item:
+    parsed = parse_utkface_name(item.path)
+    if parsed is None:
+        return item
+    return replace(item, age=parsed.age, gender=parsed.gender, race=parsed.race)
+
+
+def is_manifest(source: str | os.PathLike[str]) -> bool:
+    """A source is a manifest when it is a file ending in .parquet or starting with Parquet's magic."""
+    source = os.fspath(source)
+    if not os.path.isfile(source):
+        return False
+    if source.lower().endswith((".parquet", ".pq")):
+        return True
+    try:
+        with open(source, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def iter_items(
+    source: str | os.PathLike[str],
+    *,
+    labels: LabelMode = "auto",
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    glob: str | None = None,
+) -> Iterator[Item]:
+    """Yield the items of any source: a folder, a Parquet manifest or one image file.
+
+    `labels`: "auto" reads manifest label columns when a manifest has them, else
+    UTKFace file-name labels; "filename" always reads file names; "none" reads none.
+    """
+    source = os.fspath(source)
+    if not os.path.exists(source):
+        raise AgebatchError(f"no such file or folder: {source}")
+    if os.path.isdir(source):
+        for path in iter_folder(source, extensions=extensions, glob=glob):
+            item = Item(path=path, key=path)
+            yield _with_name_labels(item) if labels != "none" else item
+    elif is_manifest(source):
+        yield from iter_manifest(source, labels=labels)
+    else:
+        item = Item(path=source, key=source)
+        yield _with_name_labels(item) if labels != "none" else item
+
+
+def count_items(source: str | os.PathLike[str], **kwargs: object) -> int:
+    """Number of items a source yields (cheap for manifests: read from the footer)."""
+    source = os.fspath(source)
+    if is_manifest(source):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(source).metadata.num_rows
+        except Exception as e:
+            raise AgebatchError(f"not a readable Parquet manifest: {source} ({e})") from e
+    return sum(1 for _ in iter_items(source, labels="none", **kwargs))  # type: ignore[arg-type]
