@@ -29,6 +29,6 @@ class NotAvailableYet(AgebatchError):
 
     def __init__(self, what: str) -> None:
         super().__init__(
-            f"{what} is planned but not implemented in agebatch yet; see the README's roadmap.",
+            f"{what} is planned but not implemented in agebatch yet; see 'Status' in the README.",
             EXIT_USAGE,
         )
