@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 POOL   ?= ../shared/data/utkface
-EXTRAS ?= dev
+EXTRAS ?= dev,train
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: install test lint fmt bench demo clean

@@ -15,13 +15,9 @@ import click
 
 from agebatch import __version__
 from agebatch.errors import EXIT_INTERRUPTED, AgebatchError, NotAvailableYet
+from agebatch.sources import samples_dir
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def samples_dir() -> str:
-    """The bundled UTKFace sample faces (see agebatch/samples/README.md)."""
-    return os.path.join(os.path.dirname(__file__), "samples", "utkface")
 
 
 class _Group(click.Group):
@@ -175,14 +171,50 @@ def train(**_: Any) -> None:
 @click.argument("model", type=click.Path(path_type=str))
 @click.option("--target", type=click.Choice(["tensorrt", "onnx"]), default="tensorrt", show_default=True)
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
-@click.option("--min-batch", default=1, show_default=True)
-@click.option("--opt-batch", default=256, show_default=True)
-@click.option("--max-batch", default=1024, show_default=True)
-@click.option("--calib", default=None, help="Folder of faces for the parity report (default: bundled samples).")
-@click.option("--out", default="engines", show_default=True, help="Folder for the ONNX export, engine and sidecar.")
-def build_engine(**_: Any) -> None:
-    """Export MODEL (.keras) to ONNX and build a TensorRT FP16 engine, with a parity report. [planned]"""
-    raise NotAvailableYet("agebatch build-engine")
+@click.option("--min-batch", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--opt-batch", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--max-batch", default=1024, show_default=True, type=click.IntRange(1))
+@click.option("--calib", default=None, help="Folder of faces for the parity report (up to 512; default: bundled samples).")
+@click.option("--out", default="engines", show_default=True, help="Folder for the ONNX exports, engine and sidecars.")
+def build_engine(
+    model: str, target: str, precision: str, min_batch: int, opt_batch: int, max_batch: int, calib: str | None, out: str
+) -> None:
+    """Export MODEL (.keras) to ONNX, check it against Keras, and build a TensorRT engine.
+
+    Always writes the FP32 ONNX export (dynamic batch, uint8 NHWC input named
+    `image`, outputs `age` and `gender_prob`); with --precision fp16 also an FP16
+    ONNX (FP32 I/O, age head kept FP32), which TensorRT builds strongly typed.
+    Each artifact gets a JSON sidecar with the model card, batch profile and a
+    parity report against Keras on real faces. Without TensorRT or a GPU,
+    --target tensorrt exits 2; --target onnx gives a portable engine.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from agebatch.engine import build_engine as run_build
+
+    result = run_build(
+        model,
+        target=target,
+        precision=precision,
+        min_batch=min_batch,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        calib=calib,
+        out_dir=out,
+    )
+    table = Table(title=f"parity against Keras ({calib or 'bundled samples'}), written to {out}/")
+    for col in ("artifact", "faces", "max |age diff| (y)", "mean |age diff| (y)", "gender agreement"):
+        table.add_column(col, justify="right" if col != "artifact" else "left")
+    for art, p in result.parity.items():
+        table.add_row(
+            os.path.basename(art),
+            str(p["n"]),
+            f"{p['max_age_diff']:.4f}",
+            f"{p['mean_age_diff']:.4f}",
+            f"{p['gender_agreement']:.2%}",
+        )
+    Console().print(table)
 
 
 @main.command(context_settings=CONTEXT_SETTINGS)
@@ -250,10 +282,24 @@ def bench_decode(
 
 @bench.command("engine", context_settings=CONTEXT_SETTINGS)
 @click.argument("artifact", type=click.Path(path_type=str))
-@click.option("--batch-sizes", default="1,64,256", show_default=True)
-def bench_engine(**_: Any) -> None:
-    """Backend images/s at several batch sizes, excluding decode. [planned]"""
-    raise NotAvailableYet("agebatch bench engine")
+@click.option("--batch-sizes", default="1,64,256", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--seconds", default=3.0, show_default=True, help="Timed seconds per batch size (after a warm-up call).")
+@click.option("--compare-keras", "keras_model", default=None, help="A .keras model to time with `model.predict` in the same run.")
+def bench_engine(artifact: str, batch_sizes: str, seconds: float, keras_model: str | None) -> None:
+    """Backend images/s at several batch sizes on real faces, excluding decode.
+
+    With --compare-keras MODEL.keras, also times Keras `model.predict` on the same
+    faces and prints the ratio measured in this run.
+    """
+    from rich.console import Console
+
+    from agebatch.bench.engine import report, run_engine_bench
+
+    try:
+        sizes = [int(b) for b in batch_sizes.split(",")]
+    except ValueError:
+        raise AgebatchError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
+    report(run_engine_bench(artifact, sizes, seconds=seconds, keras_model=keras_model), Console())
 
 
 @bench.command("infer", context_settings=CONTEXT_SETTINGS)

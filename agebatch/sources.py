@@ -25,6 +25,11 @@ LabelMode = Literal["auto", "filename", "none"]
 MANIFEST_LABEL_COLUMNS = ("age", "gender", "race")
 
 
+def samples_dir() -> str:
+    """The bundled UTKFace sample faces (see agebatch/samples/README.md)."""
+    return os.path.join(os.path.dirname(__file__), "samples", "utkface")
+
+
 @dataclass(frozen=True, slots=True)
 class Item:
     """One input.

@@ -1,0 +1,108 @@
+"""`agebatch build-engine`: Keras model -> checked ONNX export(s) -> optional TensorRT engine.
+
+Every artifact is checked against the Keras model on real faces and gets a sidecar
+(`agebatch.artifacts`) with the card, precision, batch profile and parity numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from agebatch.artifacts import sha256_file, write_sidecar
+from agebatch.errors import AgebatchError
+
+MAX_PARITY_FACES = 512
+
+
+@dataclass(slots=True)
+class BuildResult:
+    artifacts: list[str] = field(default_factory=list)
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def calibration_faces(folder: str, card: Any, limit: int = MAX_PARITY_FACES) -> np.ndarray:
+    """Up to `limit` decoded faces from `folder`, as the model sees them."""
+    from agebatch.batching import iter_batches
+    from agebatch.sources import iter_items
+
+    batches = list(
+        iter_batches(islice(iter_items(folder, labels="none"), limit), batch_size=limit, options=card.decode_options())
+    )
+    images = np.concatenate([b.images[b.ok] for b in batches]) if batches else np.empty((0, *card.input_size, 3), np.uint8)
+    if len(images) == 0:
+        raise AgebatchError(f"no decodable faces in {folder} for the parity check")
+    return images
+
+
+def build_engine(
+    model_path: str,
+    *,
+    target: str = "tensorrt",
+    precision: str = "fp16",
+    min_batch: int = 1,
+    opt_batch: int = 256,
+    max_batch: int = 1024,
+    calib: str | None = None,
+    out_dir: str = "engines",
+) -> BuildResult:
+    """Export `model_path` to ONNX (FP32, plus FP16 when asked), check parity, and build a TensorRT engine if targeted."""
+    from agebatch.backends.base import load_backend
+
+    if not (1 <= min_batch <= opt_batch <= max_batch):
+        raise AgebatchError(f"batch profile must satisfy 1 <= min <= opt <= max (got {min_batch}, {opt_batch}, {max_batch})")
+    if target == "tensorrt":
+        from agebatch.backends.tensorrt import require_tensorrt
+
+        require_tensorrt()  # fail before minutes of export work
+    if not os.path.isdir(out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+    from agebatch.sources import samples_dir
+
+    reference = load_backend(model_path, "keras")
+    card = reference.card
+    faces = calibration_faces(calib or samples_dir(), card)
+    ref = reference.predict(faces)
+    stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
+    profile = {"min": min_batch, "opt": opt_batch, "max": max_batch}
+    source = {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}
+    result = BuildResult()
+    calib_label = calib or "bundled samples"
+
+    def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any]) -> None:
+        """Sidecar first (loading needs it), then parity against Keras, stored in the sidecar."""
+        extra = {"source_model": source, "batch_profile": profile, **extra}
+        write_sidecar(artifact, kind=kind, precision=prec, card=card, extra=extra)
+        stats = parity(ref, load_backend(artifact, "onnxruntime" if kind == "onnx" else "tensorrt").predict(faces))
+        write_sidecar(
+            artifact,
+            kind=kind,
+            precision=prec,
+            card=card,
+            extra={**extra, "parity": {"reference": "keras", "faces": calib_label, **stats}},
+        )
+        result.parity[artifact] = stats
+        result.artifacts.append(artifact)
+
+    from agebatch.export import convert_fp16, export_onnx, parity
+
+    onnx_for_trt = export_onnx(reference.model, f"{stem}.fp32.onnx")  # type: ignore[attr-defined]
+    finish(onnx_for_trt, "onnx", "fp32", {})
+    if precision == "fp16":
+        onnx16 = f"{stem}.fp16.onnx"
+        finish(onnx16, "onnx", "fp16", {"fp32_nodes": convert_fp16(onnx_for_trt, onnx16)})
+        onnx_for_trt = onnx16
+    if target == "tensorrt":
+        from agebatch.backends.tensorrt import build_engine_file
+
+        engine = f"{stem}.{precision}.engine"
+        cache = os.path.join(out_dir, "timing.cache")
+        info = build_engine_file(
+            onnx_for_trt, engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=cache
+        )
+        finish(engine, "tensorrt", precision, {"tensorrt": info, "onnx": os.path.basename(onnx_for_trt)})
+    return result

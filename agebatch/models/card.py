@@ -1,0 +1,101 @@
+"""The model card: the one place that says how a model is fed and what it returns.
+
+Every model agebatch builds takes raw RGB uint8 NHWC pixels and does its own
+preprocessing as the first layers of its graph, so the exported ONNX graph and any
+TensorRT engine built from it carry it too and no backend has to repeat it. The card
+records that preprocessing for people, and the input size and resize rule that the
+decoder must use. It travels beside every artifact: ``model.keras`` ->
+``model.card.json``; ``x.onnx`` / ``x.engine`` -> ``x.onnx.json`` / ``x.engine.json``
+(the sidecar, which embeds the card).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agebatch.errors import AgebatchError
+
+CARD_FORMAT = "agebatch.model_card"
+CARD_VERSION = 1
+#: Output tensor names every agebatch model and export uses.
+OUTPUT_AGE = "age"
+OUTPUT_GENDER = "gender_prob"
+INPUT_NAME = "image"
+
+
+@dataclass(slots=True)
+class ModelCard:
+    name: str
+    architecture: str
+    input_size: tuple[int, int]  # (height, width)
+    preprocessing: str  # human-readable; it runs inside the graph
+    interpolation: str = "linear"
+    fit: str = "stretch"
+    outputs: dict[str, str] = field(
+        default_factory=lambda: {OUTPUT_AGE: "age in years, float32 (N, 1)", OUTPUT_GENDER: "P(female), float32 (N, 1)"}
+    )
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        return {"format": CARD_FORMAT, "version": CARD_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "model card") -> ModelCard:
+        if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
+            raise AgebatchError(f"{where} is not an agebatch model card")
+        if d.get("version") != CARD_VERSION:
+            raise AgebatchError(f"{where} has card version {d.get('version')}; this agebatch reads version {CARD_VERSION}")
+        try:
+            size = tuple(int(v) for v in d["input_size"])
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError("input_size must be [height, width]")
+            return cls(
+                name=str(d["name"]),
+                architecture=str(d["architecture"]),
+                input_size=(size[0], size[1]),
+                preprocessing=str(d["preprocessing"]),
+                interpolation=str(d.get("interpolation", "linear")),
+                fit=str(d.get("fit", "stretch")),
+                outputs=dict(d.get("outputs", {})),
+                training=dict(d.get("training", {})),
+                metrics=dict(d.get("metrics", {})),
+                versions=dict(d.get("versions", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise AgebatchError(f"{where} is malformed: {e}") from e
+
+    def decode_options(self) -> Any:
+        """The decode settings this model was trained with."""
+        from agebatch.decode import DecodeOptions
+
+        return DecodeOptions(size=self.input_size, interpolation=self.interpolation, fit=self.fit)  # type: ignore[arg-type]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+def card_path(model_path: str | os.PathLike[str]) -> str:
+    """``models/modelA.keras`` -> ``models/modelA.card.json``."""
+    root, _ = os.path.splitext(os.fspath(model_path))
+    return root + ".card.json"
+
+
+def load_card(model_path: str | os.PathLike[str]) -> ModelCard:
+    path = card_path(model_path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise AgebatchError(f"model card not found: {path} (every model needs its card beside it)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise AgebatchError(f"cannot read model card {path}: {e}") from e
+    return ModelCard.from_dict(data, where=path)
