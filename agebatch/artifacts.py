@@ -9,13 +9,12 @@ load time instead of producing wrong numbers.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
 from typing import Any
 
 from agebatch import __version__
 from agebatch.errors import AgebatchError
+from agebatch.jsonio import read_json, write_json_atomic
 from agebatch.models.card import ModelCard
 
 SIDECAR_FORMAT = "agebatch.artifact"
@@ -32,19 +31,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def sidecar_path(artifact: str | os.PathLike[str]) -> str:
     return os.fspath(artifact) + ".json"
-
-
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_sidecar(artifact: str, *, kind: str, precision: str, card: ModelCard, extra: dict[str, Any]) -> str:
@@ -69,13 +55,7 @@ def read_sidecar(artifact: str | os.PathLike[str], *, kind: str, verify_hash: bo
     if not os.path.isfile(artifact):
         raise AgebatchError(f"model file not found: {artifact}")
     path = sidecar_path(artifact)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise AgebatchError(f"{artifact} has no sidecar {path}; rebuild it with `agebatch build-engine`") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise AgebatchError(f"cannot read sidecar {path}: {e}") from e
+    data = read_json(path, missing=f"{artifact} has no sidecar {path}; rebuild it with `agebatch build-engine`")
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT or data.get("version") != SIDECAR_VERSION:
         raise AgebatchError(f"{path} is not an agebatch artifact sidecar (version {SIDECAR_VERSION})")
     if data.get("kind") != kind:

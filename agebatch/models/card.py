@@ -11,12 +11,12 @@ decoder must use. It travels beside every artifact: ``model.keras`` ->
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agebatch.errors import AgebatchError
+from agebatch.jsonio import read_json, write_json_atomic
 
 CARD_FORMAT = "agebatch.model_card"
 CARD_VERSION = 1
@@ -78,9 +78,7 @@ class ModelCard:
         return DecodeOptions(size=self.input_size, interpolation=self.interpolation, fit=self.fit)  # type: ignore[arg-type]
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
+        write_json_atomic(path, self.to_dict())
 
 
 def card_path(model_path: str | os.PathLike[str]) -> str:
@@ -91,11 +89,5 @@ def card_path(model_path: str | os.PathLike[str]) -> str:
 
 def load_card(model_path: str | os.PathLike[str]) -> ModelCard:
     path = card_path(model_path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise AgebatchError(f"model card not found: {path} (every model needs its card beside it)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise AgebatchError(f"cannot read model card {path}: {e}") from e
+    data = read_json(path, missing=f"model card not found: {path} (every model needs its card beside it)")
     return ModelCard.from_dict(data, where=path)
