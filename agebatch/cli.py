@@ -145,26 +145,75 @@ def manifest(
 @click.argument("kind", type=click.Choice(["custom", "pretrained"]))
 @click.option("--data", default="../shared/data/utkface", show_default=True, help="UTKFace-style folder or Parquet manifest.")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the run folder.")
+@click.option("--name", default=None, help="Run folder and model name (default: modelA / modelB).")
 @click.option(
     "--backbone",
     type=click.Choice(["efficientnet-lite0", "mobilenetv2-0.35"]),
     default="efficientnet-lite0",
     show_default=True,
-    help="pretrained: ImageNet backbone.",
+    help="pretrained: backbone.",
 )
-@click.option("--weights", default=None, help="pretrained: backbone weights: a file path, 'imagenet' or 'none'.")
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="pretrained: 'imagenet' (offline file), a weights file path, or 'none'.",
+)
+@click.option(
+    "--weights-dir",
+    default=None,
+    help="Folder of the offline ImageNet weights (default: $AGEBATCH_WEIGHTS or ../shared/weights).",
+)
 @click.option("--image-size", default=128, show_default=True, help="Square input size in pixels.")
+@click.option(
+    "--age-head",
+    type=click.Choice(["bins", "regression"]),
+    default="bins",
+    show_default=True,
+    help="Age output: expected value over 1-year bins, or linear.",
+)
 @click.option("--epochs", default=30, show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (Adam, cosine decay).")
+@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (Adam; 1 warm-up epoch, then cosine decay).")
 @click.option("--age-weight", default=1.0, show_default=True, help="Loss weight of the age head.")
 @click.option("--gender-weight", default=1.0, show_default=True, help="Loss weight of the gender head.")
-@click.option("--patience", default=5, show_default=True, help="Early stopping patience (epochs); best weights are restored.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the run folder's last checkpoint.")
-def train(**_: Any) -> None:
-    """Train Model A (custom CNN) or Model B (ImageNet backbone, fine-tuned). [planned]"""
-    raise NotAvailableYet("agebatch train")
+@click.option(
+    "--patience",
+    default=6,
+    show_default=True,
+    help="Stop after this many epochs without a better val age MAE; best weights are kept.",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed for initialisation, shuffling and augmentation.")
+@click.option("--split-seed", default=0, show_default=True, help="Seed of the content-hash split (same as `manifest --seed`).")
+@click.option("--val", default=0.1, show_default=True, help="Validation fraction of distinct images.")
+@click.option("--test", "test_frac", default=0.1, show_default=True, help="Test fraction of distinct images.")
+@click.option(
+    "--cache-from-block",
+    default=11,
+    show_default=True,
+    help="pretrained Lite0: train blocks from this one up on cached features (0: end to end).",
+)
+@click.option(
+    "--aug-copies", default=4, show_default=True, help="pretrained Lite0: augmented copies per face in the feature cache."
+)
+@click.option(
+    "--width", type=click.Choice(["small", "default"]), default="default", show_default=True, help="custom: trunk size."
+)
+@click.option("--limit", default=None, type=int, help="Only the first N labelled faces (quick trials).")
+@click.option("--resume", is_flag=True, help="Continue the run folder from its last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run folder and start over.")
+def train(kind: str, width: str, test_frac: float, **options: Any) -> None:
+    """Train Model A (custom CNN) or Model B (ImageNet backbone, fine-tuned).
+
+    Writes runs/NAME/: NAME.keras (best epoch), NAME.card.json, history.csv/.parquet,
+    curves.png, metrics.json (val and test, per age band and gender), checkpoints/.
+    """
+    from agebatch.train.trainer import TrainConfig
+    from agebatch.train.trainer import train as run_training
+
+    sizes = {"small": {"stem": 16, "widths": (32, 64, 128), "depths": (1, 1, 1)}, "default": {}}[width]
+    run = run_training(TrainConfig(kind=kind, test=test_frac, **sizes, **options), log=click.echo)
+    click.echo(f"run folder: {run}")
 
 
 @main.command("build-engine", context_settings=CONTEXT_SETTINGS)

@@ -1,0 +1,206 @@
+"""Model B: an ImageNet backbone with agebatch's two heads.
+
+EfficientNet-Lite0 (default) is built here layer by layer, with the layer names of the
+offline weights described in ``shared/weights/PROVENANCE.txt`` (EfficientNet-B0 block
+table, no squeeze-excite, ReLU6, BN epsilon 1e-3, 'same' padding, no conv biases).
+MobileNetV2 alpha 0.35 comes from ``keras.applications``. Each backbone's input
+preprocessing is recorded once, in `BACKBONES`, and becomes the model's first layer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from agebatch.errors import AgebatchError
+from agebatch.models.heads import AgeHead, heads, preprocess
+
+
+@dataclass(frozen=True, slots=True)
+class BackboneSpec:
+    scale: float  # x * scale + offset on RGB 0..255
+    offset: float
+    preprocessing: str
+    weights_file: str  # file name of the offline ImageNet no-top weights
+    architecture: str
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnet-lite0": BackboneSpec(
+        1 / 128.0,
+        -127.0 / 128.0,
+        "RGB uint8 -> (x - 127) / 128 (in graph)",
+        "efficientnet_lite0_imagenet_notop.h5",
+        "efficientnet-lite0",
+    ),
+    "mobilenetv2-0.35": BackboneSpec(
+        1 / 127.5,
+        -1.0,
+        "RGB uint8 -> x / 127.5 - 1 (in graph)",
+        "mobilenet_v2_0.35_224_no_top_imagenet_tfjs.h5",
+        "mobilenetv2-0.35",
+    ),
+}
+
+# (repeats, kernel, first stride, expand ratio, in channels, out channels), from PROVENANCE.
+LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+
+
+def _relu6(name: str) -> Any:
+    from keras import layers
+
+    return layers.ReLU(6.0, name=name)
+
+
+def lite0_blocks() -> list[tuple[int, int, int, int, int]]:
+    """Flat block table: (kernel, stride, expand, in channels, out channels) for block0..block15."""
+    table = []
+    for repeats, kernel, stride, expand, cin, cout in LITE0_STAGES:
+        for r in range(repeats):
+            table.append((kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout))
+    return table
+
+
+def lite0_channels_before(block: int) -> int:
+    """Channels of the tensor entering `block` (what a feature cache split there stores)."""
+    return lite0_blocks()[block][3]
+
+
+def efficientnet_lite0(x: Any, *, first_block: int = 0, top: bool = True) -> Any:
+    """Apply Lite0 (no classifier) to a preprocessed float tensor, from `first_block` on.
+
+    ``first_block=0`` includes the stem. Starting later builds only the upper part,
+    with the same layer names, which is how Model B trains on cached features.
+    """
+    from keras import layers
+
+    if first_block == 0:
+        x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+        x = layers.BatchNormalization(epsilon=1e-3, name="stem_bn")(x)
+        x = _relu6("stem_relu")(x)
+    for block, (kernel, s, expand, c_in, cout) in enumerate(lite0_blocks()):
+        if block < first_block:
+            continue
+        inputs = x
+        p = f"block{block}"
+        if expand != 1:
+            x = layers.Conv2D(c_in * expand, 1, padding="same", use_bias=False, name=f"{p}_expand_conv")(x)
+            x = layers.BatchNormalization(epsilon=1e-3, name=f"{p}_expand_bn")(x)
+            x = _relu6(f"{p}_expand_relu")(x)
+        x = layers.DepthwiseConv2D(kernel, strides=s, padding="same", use_bias=False, name=f"{p}_dwconv")(x)
+        x = layers.BatchNormalization(epsilon=1e-3, name=f"{p}_dw_bn")(x)
+        x = _relu6(f"{p}_dw_relu")(x)
+        x = layers.Conv2D(cout, 1, padding="same", use_bias=False, name=f"{p}_project_conv")(x)
+        x = layers.BatchNormalization(epsilon=1e-3, name=f"{p}_project_bn")(x)
+        if s == 1 and c_in == cout:
+            x = layers.Add(name=f"{p}_add")([x, inputs])
+    if top:
+        x = layers.Conv2D(1280, 1, padding="same", use_bias=False, name="top_conv")(x)
+        x = layers.BatchNormalization(epsilon=1e-3, name="top_bn")(x)
+        x = _relu6("top_relu")(x)
+    return x
+
+
+def resolve_weights(backbone: str, weights: str | None, weights_dir: str | None) -> str | None:
+    """'none' -> None; a path -> that path; 'imagenet' or None -> the offline file in `weights_dir`."""
+    if weights == "none":
+        return None
+    if weights not in (None, "imagenet"):
+        if not os.path.isfile(weights):
+            raise AgebatchError(f"weights file not found: {weights}")
+        return weights
+    folder = weights_dir or os.environ.get("AGEBATCH_WEIGHTS", "../shared/weights")
+    path = os.path.join(folder, BACKBONES[backbone].weights_file)
+    if not os.path.isfile(path):
+        raise AgebatchError(
+            f"ImageNet weights for {backbone} not found at {path}; "
+            "pass --weights PATH, set AGEBATCH_WEIGHTS to their folder, or --weights none"
+        )
+    return path
+
+
+def load_lite0_weights(model: Any, weights_path: str) -> int:
+    """Copy the offline Lite0 weights into `model`'s layers of the same names; return arrays set.
+
+    Reads the legacy HDF5 layout directly (root attr ``layer_names``, one group per
+    layer) so that any model holding Lite0 layers (the flat Model B, or only its upper
+    blocks) can be filled, and a missing or mis-shaped array is an error, not a skip.
+    """
+    import h5py
+
+    try:
+        f = h5py.File(weights_path, "r")
+    except OSError as e:
+        raise AgebatchError(f"cannot read weights file {weights_path}: {e}") from e
+    n = 0
+    with f:
+        names = {n.decode() if isinstance(n, bytes) else n for n in f.attrs.get("layer_names", [])}
+        for layer in model.layers:
+            if layer.name not in names or not layer.weights:
+                continue
+            g = f[layer.name]
+            arrays = [g[w.decode() if isinstance(w, bytes) else w][()] for w in g.attrs["weight_names"]]
+            current = layer.get_weights()
+            if [a.shape for a in arrays] != [c.shape for c in current]:
+                have, need = [a.shape for a in arrays], [c.shape for c in current]
+                raise AgebatchError(f"{weights_path}: layer {layer.name} has shapes {have}, the model needs {need}")
+            layer.set_weights(arrays)
+            n += len(arrays)
+    if n == 0:
+        raise AgebatchError(f"{weights_path} holds no EfficientNet-Lite0 layer weights")
+    return n
+
+
+def build_pretrained(
+    *,
+    backbone: str = "efficientnet-lite0",
+    weights: str | None = "imagenet",
+    weights_dir: str | None = None,
+    input_size: tuple[int, int] = (128, 128),
+    age_head: AgeHead = "bins",
+    hidden: int = 256,
+    dropout: float = 0.3,
+    first_block: int = 0,
+    name: str = "modelB",
+) -> Any:
+    """Build Model B: uint8 (N, H, W, 3) -> {"age", "gender_prob"}, backbone with ImageNet weights.
+
+    With ``first_block > 0`` (Lite0 only) the model starts at that block instead and
+    takes float features of the cached lower part as input (`agebatch.train`).
+    """
+    import keras
+    from keras import layers
+
+    spec = BACKBONES.get(backbone)
+    if spec is None:
+        raise AgebatchError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    weights_path = resolve_weights(backbone, weights, weights_dir)
+    if backbone == "mobilenetv2-0.35":
+        if first_block:
+            raise AgebatchError("feature caching (first_block) is implemented for efficientnet-lite0 only")
+        base = keras.applications.MobileNetV2(input_shape=(*input_size, 3), alpha=0.35, include_top=False, weights=weights_path)
+        inputs = keras.Input((*input_size, 3), dtype="uint8", name="image")
+        x = base(preprocess(inputs, spec.scale, spec.offset))
+    elif first_block == 0:
+        inputs = keras.Input((*input_size, 3), dtype="uint8", name="image")
+        x = efficientnet_lite0(preprocess(inputs, spec.scale, spec.offset))
+    else:
+        # Spatial size of the features entering `first_block`: halved once per stride-2 step before it.
+        steps = 1 + sum(1 for b, blk in enumerate(lite0_blocks()) if b < first_block and blk[1] == 2)
+        h, w = (-(-input_size[0] // 2**steps), -(-input_size[1] // 2**steps))
+        inputs = keras.Input((h, w, lite0_channels_before(first_block)), name="features")
+        x = efficientnet_lite0(inputs, first_block=first_block)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, heads(x, age_head=age_head, hidden=hidden, dropout=dropout), name=name)
+    if backbone == "efficientnet-lite0" and weights_path is not None:
+        load_lite0_weights(model, weights_path)
+    return model

@@ -1,0 +1,436 @@
+"""`agebatch train custom|pretrained`: one run folder per model, resumable.
+
+Run folder (``runs/NAME/``): ``NAME.keras`` (best weights), ``NAME.card.json``,
+``history.csv`` and ``history.parquet``, ``curves.png``, ``checkpoints/`` (last and best
+epoch, ``state.json``), ``test_predictions.parquet``.
+
+Model B (EfficientNet-Lite0) trains on cached features: the ImageNet blocks below
+``cache_from_block`` stay frozen, so their output is computed once per face (and per
+augmented copy) and only the upper blocks and heads train, several times faster on a
+CPU. The shipped model is then assembled: frozen lower part + trained upper part, one
+flat Keras model with uint8 input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agebatch import __version__
+from agebatch.decode import DecodeOptions
+from agebatch.errors import AgebatchError
+from agebatch.manifest import SplitSpec
+from agebatch.metrics import summarize
+from agebatch.models.card import ModelCard, card_path
+from agebatch.models.heads import AGE_BIN_CENTERS
+from agebatch.train.augment import augment_batch
+from agebatch.train.data import Split, TrainingData, load_training_data
+
+#: Soft-label width (years) for the age-bin head: neighbouring ages are nearly as right.
+AGE_SIGMA = 2.0
+#: Weight of the L1 term on the expected age next to the bins' cross-entropy (and of the
+#: plain regression L1): it brings years (MAE ~5-10) to the scale of the other losses.
+AGE_L1_SCALE = 0.1
+
+
+@dataclass(slots=True)
+class TrainConfig:
+    kind: str  # "custom" | "pretrained"
+    data: str = "../shared/data/utkface"
+    out: str = "runs"
+    name: str | None = None  # default: modelA (custom) / modelB (pretrained)
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = "imagenet"
+    weights_dir: str | None = None
+    image_size: int = 128
+    age_head: str = "bins"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    age_weight: float = 1.0
+    gender_weight: float = 1.0
+    patience: int = 6
+    seed: int = 0
+    val: float = 0.1
+    test: float = 0.1
+    split_seed: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    limit: int | None = None  # only the first N labelled faces (tests, quick trials)
+    # Model A size
+    stem: int = 32
+    widths: tuple[int, ...] = (64, 128, 256, 384)
+    depths: tuple[int, ...] = (2, 2, 3, 2)
+    # Model B feature cache
+    cache_from_block: int = 11
+    aug_copies: int = 4
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or ("modelA" if self.kind == "custom" else "modelB")
+
+
+def _soft_bins(age: np.ndarray) -> np.ndarray:
+    d = AGE_BIN_CENTERS[None, :] - np.clip(age, 0, AGE_BIN_CENTERS[-1])[:, None]
+    p = np.exp(-0.5 * (d / AGE_SIGMA) ** 2)
+    return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _targets(age: np.ndarray, gender: np.ndarray, age_head: str) -> dict[str, np.ndarray]:
+    t = {"age": age.reshape(-1, 1), "gender_prob": gender.reshape(-1, 1)}
+    if age_head == "bins":
+        t["age_bins"] = _soft_bins(age)
+    return t
+
+
+def _batches(x: np.ndarray, age: np.ndarray, gender: np.ndarray, cfg: TrainConfig, *, train: bool, augment: bool) -> Any:
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(cfg.seed)
+            self.order = self.rng.permutation(len(x)) if train else np.arange(len(x))
+
+        def __len__(self) -> int:
+            return math.ceil(len(x) / cfg.batch_size)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+            idx = np.sort(self.order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
+            xb = x[idx]
+            if augment:
+                xb = augment_batch(xb, self.rng)
+            return xb, _targets(age[idx], gender[idx], cfg.age_head)
+
+        def on_epoch_end(self) -> None:
+            if train:
+                self.order = self.rng.permutation(len(x))
+
+    return Batches()
+
+
+def _training_model(model: Any, age_head: str) -> Any:
+    """The inference model plus the age-bin probabilities as an extra output for the loss."""
+    import keras
+
+    outputs = {"age": model.get_layer("age").output, "gender_prob": model.get_layer("gender_prob").output}
+    if age_head == "bins":
+        outputs["age_bins"] = model.get_layer("age_bins").output
+    return keras.Model(model.inputs, outputs, name=model.name + "_train")
+
+
+def _compile(model: Any, cfg: TrainConfig) -> None:
+    import keras
+
+    losses: dict[str, Any] = {"age": "mae", "gender_prob": "binary_crossentropy"}
+    weights = {"age": AGE_L1_SCALE * cfg.age_weight, "gender_prob": cfg.gender_weight}
+    if cfg.age_head == "bins":
+        losses["age_bins"] = keras.losses.CategoricalCrossentropy()
+        weights["age_bins"] = cfg.age_weight
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=losses,
+        loss_weights=weights,
+        metrics={"age": ["mae"], "gender_prob": ["binary_accuracy"]},
+    )
+
+
+def _lr_at(epoch: int, cfg: TrainConfig) -> float:
+    """One warm-up epoch, then cosine decay to 2% of the peak over the planned epochs."""
+    if epoch == 0:
+        return cfg.lr * 0.3
+    t = min(1.0, epoch / max(1, cfg.epochs - 1))
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _run_state_callback(run: str, cfg: TrainConfig, state: dict[str, Any]) -> Any:
+    """Checkpoint every epoch, keep the best, stop after `patience` epochs without progress.
+
+    Its state lives in ``checkpoints/state.json`` so that a resumed run continues the
+    same patience count and keeps the same best epoch (Keras' EarlyStopping restarts both).
+    """
+    import keras
+
+    ckpt = os.path.join(run, "checkpoints")
+
+    class RunState(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.t0 = time.perf_counter()
+            self.model.optimizer.learning_rate.assign(_lr_at(epoch, cfg))
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            seconds = time.perf_counter() - self.t0
+            state["epoch"] = epoch
+            state.setdefault("epoch_seconds", []).append(round(seconds, 2))
+            value = float(logs.get("val_age_mae", np.inf))
+            if value < state.get("best", np.inf):
+                state.update(best=value, best_epoch=epoch, wait=0)
+                self.model.save(os.path.join(ckpt, "best.keras"))
+            else:
+                state["wait"] = state.get("wait", 0) + 1
+            self.model.save(os.path.join(ckpt, "last.keras"))
+            from agebatch.jsonio import write_json_atomic
+
+            write_json_atomic(os.path.join(ckpt, "state.json"), state)
+            if state["wait"] >= cfg.patience:
+                self.model.stop_training = True
+
+    return RunState()
+
+
+def _features(bottom: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Frozen lower-block features, stored as float16 to halve the cache."""
+    out = [bottom.predict_on_batch(images[i : i + batch]).astype(np.float16) for i in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def _prepare_run(cfg: TrainConfig) -> str:
+    run = os.path.join(cfg.out, cfg.run_name)
+    ckpt = os.path.join(run, "checkpoints", "last.keras")
+    if cfg.resume:
+        if not os.path.isfile(ckpt):
+            raise AgebatchError(f"nothing to resume: {ckpt} does not exist")
+    elif os.path.exists(run):
+        if not cfg.overwrite:
+            raise AgebatchError(f"run folder {run} exists; pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(run)
+    os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
+    return run
+
+
+def train(cfg: TrainConfig, log: Any = print) -> str:
+    """Train one model end to end and return its run folder."""
+    if cfg.kind not in ("custom", "pretrained"):
+        raise AgebatchError(f"unknown model kind {cfg.kind!r}")
+    if cfg.age_head not in ("bins", "regression"):
+        raise AgebatchError(f"unknown age head {cfg.age_head!r}")
+    run = _prepare_run(cfg)
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    size = (cfg.image_size, cfg.image_size)
+    t_start = time.perf_counter()
+    data = load_training_data(
+        cfg.data, split=SplitSpec(cfg.val, cfg.test, cfg.split_seed), options=DecodeOptions(size=size), limit=cfg.limit
+    )
+    log(f"data: {data.counts}")
+    tr, va = data.splits["train"], data.splits["val"]
+
+    cached = cfg.kind == "pretrained" and cfg.backbone == "efficientnet-lite0" and cfg.cache_from_block > 0
+    model, arch, preprocessing = _build(cfg, size)
+    if cached:
+        bottom, top = _split_lite0(model, cfg, size)
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(cfg.seed + 1)
+        copies = [tr.images] + [augment_batch(tr.images, rng) for _ in range(cfg.aug_copies)]
+        x_train = np.concatenate([_features(bottom, c) for c in copies])
+        y_age = np.tile(tr.age, len(copies))
+        y_gender = np.tile(tr.gender, len(copies))
+        x_val = _features(bottom, va.images)
+        log(
+            f"feature cache: {len(x_train):,} train + {len(x_val):,} val in {time.perf_counter() - t0:.0f} s, "
+            f"{x_train.nbytes / 2**20:.0f} MiB"
+        )
+        fit_model, x_tr, x_va, augment = top, x_train, x_val, False
+    else:
+        fit_model, x_tr, y_age, y_gender, x_va, augment = model, tr.images, tr.age, tr.gender, va.images, True
+
+    state: dict[str, Any] = {}
+    initial_epoch = 0
+    train_model = _training_model(fit_model, cfg.age_head)
+    ckpt_dir = os.path.join(run, "checkpoints")
+    if cfg.resume:
+        from agebatch.jsonio import read_json
+
+        state = read_json(os.path.join(ckpt_dir, "state.json"), missing="checkpoint state.json missing; cannot resume")
+        try:
+            train_model.load_weights(os.path.join(ckpt_dir, "last.keras"))
+        except Exception as e:
+            raise AgebatchError(
+                f"checkpoint {ckpt_dir}/last.keras does not fit this configuration: {str(e).splitlines()[0]}"
+            ) from e
+        initial_epoch = int(state["epoch"]) + 1
+        log(
+            f"resuming after epoch {initial_epoch - 1} "
+            f"(best val age MAE {state.get('best'):.3f} at epoch {state.get('best_epoch')})"
+        )
+    _compile(train_model, cfg)
+    train_seq = _batches(x_tr, y_age, y_gender, cfg, train=True, augment=augment)
+    val_seq = _batches(x_va, va.age, va.gender, cfg, train=False, augment=False)
+    callbacks = [
+        keras.callbacks.CSVLogger(os.path.join(run, "history.csv"), append=cfg.resume),
+        _run_state_callback(run, cfg, state),
+    ]
+    if initial_epoch < cfg.epochs and state.get("wait", 0) < cfg.patience:
+        train_model.fit(
+            train_seq, validation_data=val_seq, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
+        )
+    train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
+    if cached:
+        _copy_weights(fit_model, model)
+    return _finish(run, cfg, model, arch, preprocessing, data, state, len(x_tr), time.perf_counter() - t_start, log)
+
+
+def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
+    if cfg.kind == "custom":
+        from agebatch.models.custom import ARCHITECTURE, PREPROCESSING, build_custom
+
+        m = build_custom(
+            input_size=size, stem=cfg.stem, widths=cfg.widths, depths=cfg.depths, age_head=cfg.age_head, name=cfg.run_name
+        )  # type: ignore[arg-type]
+        return m, ARCHITECTURE, PREPROCESSING
+    from agebatch.models.pretrained import BACKBONES, build_pretrained
+
+    m = build_pretrained(
+        backbone=cfg.backbone,
+        weights=cfg.weights,
+        weights_dir=cfg.weights_dir,
+        input_size=size,
+        age_head=cfg.age_head,
+        name=cfg.run_name,
+    )  # type: ignore[arg-type]
+    return m, BACKBONES[cfg.backbone].architecture, BACKBONES[cfg.backbone].preprocessing
+
+
+def _split_lite0(model: Any, cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
+    """(frozen lower part of `model`: uint8 -> features, fresh upper part with the ImageNet weights)."""
+    import keras
+
+    from agebatch.models.pretrained import build_pretrained
+
+    k = cfg.cache_from_block - 1
+    names = {layer.name for layer in model.layers}
+    split = f"block{k}_add" if f"block{k}_add" in names else f"block{k}_project_bn"
+    bottom = keras.Model(model.inputs, model.get_layer(split).output, name="frozen_bottom")
+    top = build_pretrained(
+        backbone=cfg.backbone,
+        weights="none",
+        input_size=size,
+        age_head=cfg.age_head,
+        first_block=cfg.cache_from_block,
+        name=cfg.run_name + "_top",  # type: ignore[arg-type]
+    )
+    _copy_weights(model, top)  # ImageNet weights (and fresh heads) into the upper part
+    return bottom, top
+
+
+def _copy_weights(src: Any, dst: Any) -> None:
+    """Copy weights between models by layer name, for every layer both have."""
+    src_layers = {layer.name: layer for layer in src.layers}
+    for layer in dst.layers:
+        if layer.weights and layer.name in src_layers:
+            layer.set_weights(src_layers[layer.name].get_weights())
+
+
+def _predict(model: Any, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    ages, genders = [], []
+    for i in range(0, len(images), batch):
+        out = model.predict_on_batch(images[i : i + batch])
+        ages.append(np.asarray(out["age"]).reshape(-1))
+        genders.append(np.asarray(out["gender_prob"]).reshape(-1))
+    return np.concatenate(ages), np.concatenate(genders)
+
+
+def _metrics(model: Any, split: Split) -> dict[str, Any]:
+    age, prob = _predict(model, split.images)
+    return {
+        r.scope: {"n": r.n, "age_mae": r.age_mae, "gender_accuracy": r.gender_accuracy}
+        for r in summarize(age, prob, split.age, split.gender)
+    }
+
+
+def _finish(
+    run: str,
+    cfg: TrainConfig,
+    model: Any,
+    arch: str,
+    preprocessing: str,
+    data: TrainingData,
+    state: dict[str, Any],
+    n_train: int,
+    seconds: float,
+    log: Any,
+) -> str:
+    import keras
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = os.path.join(run, f"{cfg.run_name}.keras")
+    model.save(path)
+    metrics = {"val": _metrics(model, data.splits["val"]), "test": _metrics(model, data.splits["test"])}
+    epoch_seconds = state.get("epoch_seconds", [])
+    versions = {"agebatch": __version__, "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    card = ModelCard(
+        name=cfg.run_name,
+        architecture=arch,
+        input_size=(cfg.image_size, cfg.image_size),
+        preprocessing=preprocessing,
+        training={
+            "config": config,
+            "data_fingerprint": data.fingerprint,
+            "counts": data.counts,
+            "split": {"method": "sha256(seed:content_sha256)", "seed": cfg.split_seed, "val": cfg.val, "test": cfg.test},
+            "epochs_run": int(state.get("epoch", -1)) + 1,
+            "best_epoch": state.get("best_epoch"),
+            "train_samples_per_epoch": n_train,
+            "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
+            "train_images_per_s": round(n_train / float(np.median(epoch_seconds)), 1) if epoch_seconds else None,
+            "wall_seconds": round(seconds, 1),
+            "params": int(model.count_params()),
+        },
+        metrics=metrics,
+        versions=versions,
+    )
+    card.save(card_path(path))
+    hist = os.path.join(run, "history.csv")
+    if os.path.isfile(hist):
+        pq.write_table(pacsv.read_csv(hist), os.path.join(run, "history.parquet"))
+        plot_history(hist, os.path.join(run, "curves.png"), title=cfg.run_name)
+    log(f"test: age MAE {metrics['test']['all']['age_mae']:.3f}, gender accuracy {metrics['test']['all']['gender_accuracy']:.4f}")
+    with open(os.path.join(run, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=2)
+    return run
+
+
+def plot_history(history_csv: str, out_png: str, title: str = "") -> None:
+    """Learning curves (loss, age MAE, gender accuracy; train vs val) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pyarrow.csv as pacsv
+
+    h = pacsv.read_csv(history_csv).to_pydict()
+    epochs = [e + 1 for e in h["epoch"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, label in zip(
+        axes, ("loss", "age_mae", "gender_prob_binary_accuracy"), ("loss", "age MAE (years)", "gender accuracy"), strict=True
+    ):
+        if key in h:
+            ax.plot(epochs, h[key], label="train")
+        if f"val_{key}" in h:
+            ax.plot(epochs, h[f"val_{key}"], label="val")
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)

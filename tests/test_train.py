@@ -1,0 +1,158 @@
+"""Training on tiny configurations over real faces: files, loss, resume, reload, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pytest
+
+pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow)")
+
+from agebatch.errors import AgebatchError
+from agebatch.train.trainer import TrainConfig, train
+
+WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "weights"
+
+
+def _tiny(samples_dir: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        kind="custom", data=str(samples_dir), out=str(out), val=0.25, test=0.25, epochs=3, batch_size=8, lr=3e-3,
+        stem=8, widths=(16, 32), depths=(1, 1), image_size=64, patience=10,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def _history(run: str) -> dict[str, list]:
+    return pacsv.read_csv(os.path.join(run, "history.csv")).to_pydict()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> str:
+    return train(_tiny(samples_dir, tmp_path_factory.mktemp("runs"), epochs=4), log=lambda *_: None)
+
+
+def test_run_folder_is_complete(tiny_run: str) -> None:
+    from agebatch.models.card import load_card
+
+    names = set(os.listdir(tiny_run))
+    assert {
+        "modelA.keras",
+        "modelA.card.json",
+        "history.csv",
+        "history.parquet",
+        "curves.png",
+        "metrics.json",
+        "checkpoints",
+    } <= names
+    assert Path(tiny_run, "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = load_card(os.path.join(tiny_run, "modelA.keras"))
+    assert card.input_size == (64, 64) and card.training["epochs_run"] == 4
+    assert len(card.training["data_fingerprint"]) == 64 and card.training["counts"]["dropped_conflicts"] == 2
+    assert card.training["train_images_per_s"] > 0
+    assert set(card.metrics["test"]) >= {"all", "age:20-39", "gender:female"}
+
+
+def test_loss_goes_down(tiny_run: str) -> None:
+    loss = _history(tiny_run)["loss"]
+    assert len(loss) == 4 and loss[-1] < loss[0]
+
+
+def test_saved_model_reloads_to_the_recorded_metrics(tiny_run: str, samples_dir: Path) -> None:
+    from agebatch.backends import load_backend
+    from agebatch.decode import DecodeOptions
+    from agebatch.manifest import SplitSpec
+    from agebatch.metrics import summarize
+    from agebatch.train.data import load_training_data
+
+    data = load_training_data(samples_dir, split=SplitSpec(0.25, 0.25, 0), options=DecodeOptions(size=(64, 64)))
+    test = data.splits["test"]
+    age, prob = load_backend(os.path.join(tiny_run, "modelA.keras")).predict(test.images)
+    recorded = json.loads(Path(tiny_run, "metrics.json").read_text())["test"]["all"]
+    assert summarize(age, prob, test.age, test.gender)[0].age_mae == pytest.approx(recorded["age_mae"], abs=1e-4)
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path, samples_dir: Path) -> None:
+    run = train(_tiny(samples_dir, tmp_path, epochs=2), log=lambda *_: None)
+    with pytest.raises(AgebatchError, match="exists; pass --resume"):
+        train(_tiny(samples_dir, tmp_path, epochs=2), log=lambda *_: None)
+    logs: list[str] = []
+    train(_tiny(samples_dir, tmp_path, epochs=4, resume=True), log=logs.append)
+    assert any("resuming after epoch 1" in m for m in logs)
+    hist = _history(run)
+    assert hist["epoch"] == [0, 1, 2, 3], "epochs 0-1 from the first run, 2-3 from the resumed one"
+    assert hist["loss"][2] < hist["loss"][0], "the resumed epoch starts from trained weights, not from scratch"
+    state = json.loads(Path(run, "checkpoints", "state.json").read_text())
+    assert state["epoch"] == 3 and len(state["epoch_seconds"]) == 4
+
+
+def test_incompatible_checkpoint_is_a_clear_error(tmp_path: Path, samples_dir: Path) -> None:
+    train(_tiny(samples_dir, tmp_path, epochs=1), log=lambda *_: None)
+    with pytest.raises(AgebatchError, match="does not fit this configuration"):
+        train(_tiny(samples_dir, tmp_path, epochs=2, widths=(8, 8), resume=True), log=lambda *_: None)
+
+
+def test_bad_inputs(tmp_path: Path, samples_dir: Path) -> None:
+    (tmp_path / "unlabelled").mkdir()
+    (tmp_path / "unlabelled" / "holiday.jpg").write_bytes(next(samples_dir.glob("*.jpg")).read_bytes())
+    with pytest.raises(AgebatchError, match="no labelled faces"):
+        train(_tiny(tmp_path / "unlabelled", tmp_path / "r1"), log=lambda *_: None)
+    with pytest.raises(AgebatchError, match="no such file or folder"):
+        train(_tiny(tmp_path / "missing", tmp_path / "r2"), log=lambda *_: None)
+    with pytest.raises(AgebatchError, match="weights file not found"):
+        train(_tiny(samples_dir, tmp_path / "r3", kind="pretrained", weights=str(tmp_path / "none.h5")), log=lambda *_: None)
+    with pytest.raises(AgebatchError, match="nothing to resume"):
+        train(_tiny(samples_dir, tmp_path / "r4", resume=True), log=lambda *_: None)
+
+
+def test_cli_error_exit_code(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agebatch", "train", "custom", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(
+    not (WEIGHTS / "efficientnet_lite0_imagenet_notop.h5").is_file(), reason="offline ImageNet weights not in ../shared/weights"
+)
+def test_pretrained_on_cached_features(tmp_path: Path, samples_dir: Path) -> None:
+    import h5py
+
+    cfg = _tiny(
+        samples_dir, tmp_path, kind="pretrained", image_size=128, epochs=2, aug_copies=1, weights_dir=str(WEIGHTS), lr=1e-3
+    )
+    run = train(cfg, log=lambda *_: None)
+    from agebatch.backends.keras import load_keras_model
+
+    model = load_keras_model(os.path.join(run, "modelB.keras"))
+    with h5py.File(WEIGHTS / "efficientnet_lite0_imagenet_notop.h5") as f:
+        stem = f["stem_conv"]["stem_conv/kernel"][()]
+        top = f["top_conv"]["top_conv/kernel"][()]
+    assert np.array_equal(model.get_layer("stem_conv").get_weights()[0], stem), "frozen lower blocks keep ImageNet weights"
+    assert not np.array_equal(model.get_layer("top_conv").get_weights()[0], top), (
+        "cached-feature training updated the upper blocks"
+    )
+    assert _history(run)["loss"][-1] < _history(run)["loss"][0]
+
+
+@pytest.mark.skipif(
+    not (WEIGHTS / "efficientnet_lite0_imagenet_notop.h5").is_file(), reason="offline ImageNet weights not in ../shared/weights"
+)
+def test_lite0_builder_loads_every_offline_array() -> None:
+    import h5py
+
+    from agebatch.models.pretrained import build_pretrained, load_lite0_weights
+
+    path = WEIGHTS / "efficientnet_lite0_imagenet_notop.h5"
+    with h5py.File(path) as f:
+        in_file = sum(len(f[n].attrs["weight_names"]) for n in f.attrs["layer_names"])
+    model = build_pretrained(weights="none")
+    assert load_lite0_weights(model, str(path)) == in_file == 245
+    with pytest.raises(AgebatchError, match="holds no EfficientNet-Lite0 layer weights"):
+        load_lite0_weights(model, str(WEIGHTS / "mobilenet_v2_0.35_224_no_top_imagenet_tfjs.h5"))
