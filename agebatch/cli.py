@@ -268,20 +268,52 @@ def build_engine(
 
 @main.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("source", type=click.Path(path_type=str))
-@click.option("--out", "-o", required=True, help="Predictions Parquet file (a folder with --ray).")
-@click.option("--model", default=None, help="Model (.keras), ONNX file or engine; default: the shipped model.")
+@click.option("--out", "-o", required=True, help="Predictions Parquet file to write.")
+@click.option(
+    "--model",
+    default=None,
+    help="A .keras model (its verified ONNX export or engine is used when present), an .onnx export or an .engine; "
+    "default: the shipped model.",
+)
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "keras"]), default="auto", show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
-@click.option("--workers", default=None, type=int, help="Decode threads (default: CPU count).")
-@click.option("--resume", is_flag=True, help="Skip inputs an interrupted run already wrote.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@click.option("--summary", default=None, help="Summary Parquet (default: <out stem>.summary.parquet).")
-@click.option("--limit", default=None, type=int, help="Only the first N inputs.")
-@click.option("--glob", default=None, help="Only files matching this pattern.")
-@click.option("--ray", "ray_address", default=None, help="Run on Ray: 'local', 'auto' or ray://host:port.")
-def infer(**_: Any) -> None:
-    """Predict age and gender for every image of SOURCE (folder or manifest). [planned]"""
-    raise NotAvailableYet("agebatch infer")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--workers", default=None, type=click.IntRange(0), help="Decode threads (default: CPU count).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run: skip inputs already saved.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output (or an unfinished run).")
+@click.option("--summary", default=None, help="Summary Parquet when labels are known (default: <out stem>.summary.parquet).")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N inputs.")
+@click.option("--glob", default=None, help="Only files matching this pattern (name, or path relative to SOURCE if it has '/').")
+@click.option("--shard-rows", default=8192, hidden=True, type=click.IntRange(1), help="Rows per resumable shard.")
+def infer(
+    source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
+    summary: str | None, limit: int | None, glob: str | None, shard_rows: int,
+) -> None:  # fmt: skip
+    """Predict age and gender for every image of SOURCE (folder, manifest or image).
+
+    Writes one row per input, in input order: path, age, gender_prob, gender,
+    error (and age_true, gender_true when labels are known), plus a summary table
+    when labels are known. Exit 0 when the run completed, even with error rows.
+    """
+    from rich.console import Console
+
+    from agebatch.infer import run_infer
+    from agebatch.progress import Progress
+
+    with Progress(None, "infer") as progress:
+        result = run_infer(
+            source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume,
+            overwrite=overwrite, summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, progress=progress,
+        )  # fmt: skip
+    console = Console()
+    console.print(
+        f"{result.inputs:,} inputs -> {result.out}: {result.predicted:,} predicted, {result.errors:,} errors"
+        + (f", {result.resumed_rows:,} from the earlier run" if result.resumed_rows else "")
+        + f"; {result.images_per_s:,.0f} img/s with {result.backend} ({os.path.basename(result.artifact)})"
+    )
+    if result.summary:
+        from agebatch.report import summary_table
+
+        console.print(summary_table(result.summary, title=f"summary ({result.summary_path})"))
 
 
 # --------------------------------------------------------------------------- bench

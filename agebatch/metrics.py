@@ -29,25 +29,49 @@ class ScopeMetrics:
     gender_accuracy: float | None
 
 
+class SummaryAccumulator:
+    """Streaming version of `summarize`: feed batches, read the rows at the end.
+
+    Keeps a few sums per scope, so a summary over millions of rows costs no memory.
+    """
+
+    def __init__(self) -> None:
+        scopes = ["all", *(f"age:{label}" for label, _, _ in AGE_BANDS), *(f"gender:{g}" for g in GENDER_NAMES.values())]
+        self._sums = {s: [0, 0.0, 0, 0, 0] for s in scopes}  # n, abs err sum, n with age, hits, n with gender
+
+    def update(self, age_pred: np.ndarray, gender_prob: np.ndarray, age_true: np.ndarray, gender_true: np.ndarray) -> None:
+        age_pred = np.asarray(age_pred, np.float64)
+        age_true = np.asarray(age_true, np.float64)
+        gender_true = np.asarray(gender_true, np.float64)
+        prob = np.asarray(gender_prob, np.float64)
+        err = np.abs(age_pred - age_true)
+        hit = (prob >= 0.5).astype(np.float64) == gender_true
+        has_age = ~np.isnan(age_true) & ~np.isnan(age_pred)
+        has_gender = ~np.isnan(gender_true) & ~np.isnan(prob)
+        masks = {"all": np.ones(len(age_true), bool)}
+        with np.errstate(invalid="ignore"):
+            for label, lo, hi in AGE_BANDS:
+                masks[f"age:{label}"] = (age_true >= lo) & (age_true <= hi)
+            for value, label in GENDER_NAMES.items():
+                masks[f"gender:{label}"] = gender_true == value
+        for scope, mask in masks.items():
+            s = self._sums[scope]
+            a, g = mask & has_age, mask & has_gender
+            s[0] += int(mask.sum())
+            s[1] += float(err[a].sum())
+            s[2] += int(a.sum())
+            s[3] += int(hit[g].sum())
+            s[4] += int(g.sum())
+
+    def rows(self) -> list[ScopeMetrics]:
+        return [
+            ScopeMetrics(scope, n, err / n_age if n_age else None, hits / n_gender if n_gender else None)
+            for scope, (n, err, n_age, hits, n_gender) in self._sums.items()
+        ]
+
+
 def summarize(age_pred: np.ndarray, gender_prob: np.ndarray, age_true: np.ndarray, gender_true: np.ndarray) -> list[ScopeMetrics]:
     """Metrics per scope; NaN in a true column means unknown and is left out of that metric."""
-    age_pred = np.asarray(age_pred, np.float64)
-    age_true = np.asarray(age_true, np.float64)
-    gender_true = np.asarray(gender_true, np.float64)
-    hit = (np.asarray(gender_prob) >= 0.5).astype(np.float64) == gender_true
-
-    def scope(name: str, mask: np.ndarray) -> ScopeMetrics:
-        a = mask & ~np.isnan(age_true) & ~np.isnan(age_pred)
-        g = mask & ~np.isnan(gender_true)
-        mae = float(np.abs(age_pred[a] - age_true[a]).mean()) if a.any() else None
-        acc = float(hit[g].mean()) if g.any() else None
-        return ScopeMetrics(name, int(mask.sum()), mae, acc)
-
-    everything = np.ones(len(age_true), bool)
-    rows = [scope("all", everything)]
-    with np.errstate(invalid="ignore"):
-        for label, lo, hi in AGE_BANDS:
-            rows.append(scope(f"age:{label}", (age_true >= lo) & (age_true <= hi)))
-        for value, label in GENDER_NAMES.items():
-            rows.append(scope(f"gender:{label}", gender_true == value))
-    return rows
+    acc = SummaryAccumulator()
+    acc.update(age_pred, gender_prob, age_true, gender_true)
+    return acc.rows()

@@ -46,6 +46,11 @@ class Progress:
             )
             self._task = self._bar.add_task(description, total=total, rate="", errors="")
 
+    def set_total(self, total: int | None) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)  # type: ignore[arg-type]
+
     @property
     def rate(self) -> float:
         elapsed = time.perf_counter() - self._start

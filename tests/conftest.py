@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +30,42 @@ def fault_folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
 
     folder = tmp_path_factory.mktemp("faults")
     return folder, make_fault_folder(folder, SAMPLES)
+
+
+# A tiny Model A trained for a few seconds on the bundled faces, and its ONNX exports.
+# Parity on an untrained BatchNorm net proves nothing (it can give one output for every
+# input), so the model is trained and tests check its predictions really vary.
+SIZE = (64, 64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Path:
+    pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, tf2onnx) to build and export models")
+    import keras
+
+    from agebatch.batching import iter_batches
+    from agebatch.decode import DecodeOptions
+    from agebatch.models.card import ModelCard, card_path
+    from agebatch.models.custom import ARCHITECTURE, PREPROCESSING, build_custom
+    from agebatch.sources import iter_items
+
+    keras.utils.set_random_seed(0)
+    model = build_custom(input_size=SIZE, stem=8, widths=(16, 32), depths=(1, 1), hidden=16)
+    b = next(iter_batches(iter_items(samples_dir), batch_size=64, options=DecodeOptions(size=SIZE)))
+    ages = np.array([i.age for i in b.items], np.float32)
+    genders = np.array([i.gender for i in b.items], np.float32)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"age": "mae", "gender_prob": "binary_crossentropy"})
+    hist = model.fit(b.images, {"age": ages, "gender_prob": genders}, epochs=30, batch_size=13, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    model.save(path)
+    ModelCard(name="tiny", architecture=ARCHITECTURE, input_size=SIZE, preprocessing=PREPROCESSING).save(card_path(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def built(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    from agebatch.engine import build_engine
+
+    out = tmp_path_factory.mktemp("engines")
+    return out, build_engine(str(tiny_model), target="onnx", precision="fp16", out_dir=str(out))

@@ -54,8 +54,9 @@ def test_manifest_command(tmp_path: Path, samples_dir: Path) -> None:
         (["manifest", "/no/such/folder", "--out", "{tmp}/m.parquet"], "no such file or folder"),
         (["manifest", "{samples}", "--out", "/no/such/dir/m.parquet"], "output folder does not exist"),
         (["manifest", "{samples}", "--out", "{tmp}/m.parquet", "--val", "0.6", "--test", "0.5"], "split fractions"),
-        (["infer", "{samples}", "--out", "{tmp}/p.parquet"], "planned but not implemented"),
-        (["train", "custom"], "planned but not implemented"),
+        (["infer", "{samples}", "--out", "{tmp}/p.parquet", "--model", "{tmp}/model.bin"], "model file not found"),
+        (["train", "custom", "--data", "{tmp}/nowhere", "--out", "{tmp}/runs"], "no such file or folder"),
+        (["bench", "infer"], "planned but not implemented"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, samples_dir: Path, argv: list[str], message: str) -> None:

@@ -26,38 +26,6 @@ from agebatch.cli import main
 from agebatch.engine import build_engine, calibration_faces
 from agebatch.errors import AgebatchError
 
-SIZE = (64, 64)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> Path:
-    import keras
-
-    from agebatch.batching import iter_batches
-    from agebatch.decode import DecodeOptions
-    from agebatch.models.card import ModelCard, card_path
-    from agebatch.models.custom import ARCHITECTURE, PREPROCESSING, build_custom
-    from agebatch.sources import iter_items
-
-    keras.utils.set_random_seed(0)
-    model = build_custom(input_size=SIZE, stem=8, widths=(16, 32), depths=(1, 1), hidden=16)
-    b = next(iter_batches(iter_items(samples_dir), batch_size=64, options=DecodeOptions(size=SIZE)))
-    ages = np.array([i.age for i in b.items], np.float32)
-    genders = np.array([i.gender for i in b.items], np.float32)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss={"age": "mae", "gender_prob": "binary_crossentropy"})
-    hist = model.fit(b.images, {"age": ages, "gender_prob": genders}, epochs=30, batch_size=13, verbose=0)
-    assert hist.history["loss"][-1] < hist.history["loss"][0]
-    path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    ModelCard(name="tiny", architecture=ARCHITECTURE, input_size=SIZE, preprocessing=PREPROCESSING).save(card_path(path))
-    return path
-
-
-@pytest.fixture(scope="session")
-def built(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("engines")
-    return out, build_engine(str(tiny_model), target="onnx", precision="fp16", out_dir=str(out))
-
 
 def test_reference_predictions_vary(built) -> None:
     _, result = built

@@ -213,6 +213,8 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
         raise AgebatchError(f"unknown model kind {cfg.kind!r}")
     if cfg.age_head not in ("bins", "regression"):
         raise AgebatchError(f"unknown age head {cfg.age_head!r}")
+    if not os.path.exists(cfg.data):
+        raise AgebatchError(f"no such file or folder: {cfg.data}")
     run = _prepare_run(cfg)
     import keras
 

@@ -1,0 +1,304 @@
+"""`agebatch infer`: stream every input through decode -> batch -> backend -> Parquet.
+
+One row per input, in input order, always: a file that cannot be decoded gets a row
+with its `error`. Work is written in shards to a hidden folder beside the output
+(``.NAME.parts/``), each shard renamed into place only when complete; the final
+file is assembled from the shards at the end and appears atomically. So a crash,
+Ctrl-C or ``kill -9`` loses at most the shard in progress, and ``--resume`` skips
+every input already in a complete shard (inputs come in a deterministic order).
+Memory stays flat: a shard (8,192 rows by default) and the decode queue's few
+batches are all that is held.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from agebatch.errors import EXIT_INTERRUPTED, AgebatchError
+from agebatch.jsonio import read_json, write_json_atomic
+from agebatch.metrics import ScopeMetrics, SummaryAccumulator
+from agebatch.schemas import (
+    META_BACKEND,
+    META_MODEL_ID,
+    META_MODEL_SHA256,
+    META_PRECISION,
+    META_SCHEMA,
+    META_SCHEMA_VERSION,
+    META_SOURCE,
+    META_STATS,
+    PREDICTION_LABELS,
+    PREDICTIONS,
+    SCHEMA_VERSION,
+    SUMMARY,
+)
+from agebatch.sources import Item, iter_items
+from agebatch.writer import ParquetWriter, check_output_path
+
+#: Items looked at before the first batch to decide whether the output gets label columns.
+LABEL_PEEK = 1000
+
+
+class ProgressSink(Protocol):
+    """What infer reports progress to (`agebatch.progress.Progress` is one)."""
+
+    def set_total(self, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1, *, errors: int = 0) -> None: ...
+
+
+@dataclass(slots=True)
+class InferResult:
+    out: str
+    summary_path: str | None
+    inputs: int
+    predicted: int
+    errors: int
+    resumed_rows: int
+    seconds: float
+    backend: str
+    artifact: str
+    summary: list[ScopeMetrics] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.inputs - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
+
+
+def parts_dir(out: str) -> str:
+    folder, name = os.path.split(os.path.abspath(out))
+    return os.path.join(folder, f".{name}.parts")
+
+
+def summary_path_for(out: str) -> str:
+    root = out[: -len(".parquet")] if out.endswith(".parquet") else out
+    return root + ".summary.parquet"
+
+
+def _peek_labels(items: Iterator[Item]) -> tuple[bool, Iterator[Item]]:
+    head = list(itertools.islice(items, LABEL_PEEK))
+    return any(i.has_labels for i in head), itertools.chain(head, items)
+
+
+def _part_rows(folder: str) -> tuple[int, str | None]:
+    """Rows already written by complete shards, and the last path written; checks shards are contiguous."""
+    done, last = 0, None
+    for name in sorted(n for n in os.listdir(folder) if n.startswith("part-") and n.endswith(".parquet")):
+        start = int(name[5:-8])
+        if start != done:
+            raise AgebatchError(f"{folder} has a gap before {name}; rerun with --overwrite")
+        pf = pq.ParquetFile(os.path.join(folder, name))
+        done += pf.metadata.num_rows
+        last = pf.read_row_group(pf.num_row_groups - 1, columns=["path"]).column("path")[-1].as_py()
+    return done, last
+
+
+def _run_signature(source: str, artifact: str, artifact_sha: str, labels: bool, decode: dict[str, Any]) -> dict[str, Any]:
+    """What must not change between a run and its resumption, as JSON stores it (tuples become lists)."""
+    sig = {
+        "source": os.path.abspath(source),
+        "artifact_sha256": artifact_sha,
+        "labels": labels,
+        "decode": decode,
+        "artifact": artifact,
+    }
+    return json.loads(json.dumps(sig))
+
+
+def run_infer(
+    source: str,
+    out: str,
+    *,
+    model: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 256,
+    workers: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    summary: str | None = None,
+    limit: int | None = None,
+    glob: str | None = None,
+    shard_rows: int = 8192,
+    progress: ProgressSink | None = None,
+) -> InferResult:
+    """Predict age and gender for every input of `source`; write `out` (and a summary when labels exist)."""
+    from agebatch.artifacts import sha256_file
+    from agebatch.backends.base import load_backend
+    from agebatch.batching import iter_batches
+    from agebatch.models.shipped import resolve
+    from agebatch.sources import count_items
+
+    if batch_size < 1 or shard_rows < 1:
+        raise AgebatchError("--batch-size must be positive")
+    parts = parts_dir(out)
+    if os.path.exists(out) and not overwrite:
+        if resume and not os.path.isdir(parts):
+            raise AgebatchError(f"{out} is already complete; pass --overwrite to compute it again")
+        if not resume:
+            raise AgebatchError(f"output {out} already exists; pass --overwrite to replace it")
+    check_output_path(out, overwrite=True)
+    if os.path.isdir(parts) and not resume:
+        if not overwrite:
+            raise AgebatchError(
+                f"an unfinished run of {out} exists ({parts}); pass --resume to continue it or --overwrite to restart"
+            )
+        shutil.rmtree(parts)
+    artifact, kind = resolve(model, backend)
+    engine = load_backend(artifact, kind)
+    card = engine.card
+    opts = card.decode_options()
+    items = iter_items(source, glob=glob)
+    has_labels, items = _peek_labels(items)
+    if limit is not None:
+        items = itertools.islice(items, limit)
+    first = next(items, None)
+    if first is None:
+        raise AgebatchError(f"no image files found in {source}")
+    items = itertools.chain([first], items)
+    schema = pa.schema(list(PREDICTIONS) + (PREDICTION_LABELS if has_labels else []))
+    artifact_sha = sha256_file(artifact)
+    signature = _run_signature(source, artifact, artifact_sha, has_labels, asdict(opts))
+
+    done, last_key = 0, None
+    try:
+        os.makedirs(parts, exist_ok=True)
+    except OSError as e:
+        raise AgebatchError(f"cannot write in {os.path.dirname(parts)}: {e.strerror or e}") from e
+    run_json = os.path.join(parts, "run.json")
+    if resume and os.path.isfile(run_json):
+        before = read_json(run_json, missing="")
+        if {k: before.get(k) for k in signature if k != "artifact"} != {k: v for k, v in signature.items() if k != "artifact"}:
+            raise AgebatchError(
+                f"the unfinished run in {parts} used another source, model or decode settings; pass --overwrite to restart"
+            )
+        done, last_key = _part_rows(parts)
+        skipped = list(itertools.islice(items, done)) if done else []
+        if done and (len(skipped) < done or skipped[-1].key != last_key):
+            raise AgebatchError(f"{source} no longer lists the same inputs as the unfinished run; pass --overwrite to restart")
+    else:
+        write_json_atomic(run_json, signature)
+
+    bar = progress
+    if bar is not None:
+        total = count_items(source, glob=glob)
+        bar.set_total(total if limit is None else min(total, limit))
+        if done:
+            bar.advance(done)
+
+    t0 = time.perf_counter()
+    shard: list[pa.RecordBatch] = []
+    shard_start, shard_len = done, 0
+    predicted = errors = 0
+
+    def flush() -> None:
+        nonlocal shard, shard_start, shard_len
+        if not shard_len:
+            return
+        path = os.path.join(parts, f"part-{shard_start:012d}.parquet")
+        with ParquetWriter(path, schema, overwrite=True) as w:
+            w.write(pa.Table.from_batches(shard, schema=schema))
+        shard, shard_start, shard_len = [], shard_start + shard_len, 0
+
+    try:
+        for batch in iter_batches(items, batch_size=batch_size, options=opts, workers=workers):
+            ok = batch.ok
+            age = np.full(len(batch), np.nan, np.float32)
+            prob = np.full(len(batch), np.nan, np.float32)
+            if ok.any():
+                age[ok], prob[ok] = engine.predict(batch.images[ok])
+            shard.append(_record_batch(batch.items, batch.errors, age, prob, ok, schema, has_labels))
+            shard_len += len(batch)
+            n_err = int((~ok).sum())
+            predicted += len(batch) - n_err
+            errors += n_err
+            if bar is not None:
+                bar.advance(len(batch), errors=n_err)
+            if shard_len >= shard_rows:
+                flush()
+        flush()
+    except KeyboardInterrupt:
+        raise AgebatchError(
+            f"interrupted after {shard_start:,} rows were saved; run the same command with --resume to continue", EXIT_INTERRUPTED
+        ) from None
+    seconds = time.perf_counter() - t0
+
+    meta = {
+        META_SCHEMA: "predictions",
+        META_SCHEMA_VERSION: SCHEMA_VERSION,
+        META_SOURCE: source,
+        META_MODEL_ID: card.name,
+        META_MODEL_SHA256: artifact_sha,
+        META_BACKEND: engine.name,
+        META_PRECISION: engine.precision,
+    }
+    acc = SummaryAccumulator()
+    inputs = n_errors = 0
+    with ParquetWriter(out, schema, metadata=meta, overwrite=True) as w:
+        for name in sorted(n for n in os.listdir(parts) if n.startswith("part-")):
+            table = pq.read_table(os.path.join(parts, name), schema=schema)
+            w.write(table)
+            inputs += table.num_rows
+            n_errors += table.num_rows - table.column("error").null_count
+            if has_labels:
+                acc.update(*(_np(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
+        stats = {"inputs": inputs, "predicted": inputs - n_errors, "errors": n_errors, "resumed_rows": done}
+        w.close({META_STATS: json.dumps(stats)})
+    if inputs != done + predicted + errors:
+        raise AgebatchError(f"internal error: {inputs} rows written for {done + predicted + errors} inputs", 1)
+    rows = acc.rows() if has_labels else []
+    spath = None
+    if has_labels:
+        spath = summary or summary_path_for(out)
+        write_summary(spath, rows, stats, meta)
+    shutil.rmtree(parts, ignore_errors=True)
+    return InferResult(out, spath, inputs, inputs - n_errors, n_errors, done, seconds, engine.name, artifact, rows)
+
+
+def _np(table: pa.Table, column: str) -> np.ndarray:
+    return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _record_batch(
+    items: list[Item],
+    errors: list[str | None],
+    age: np.ndarray,
+    prob: np.ndarray,
+    ok: np.ndarray,
+    schema: pa.Schema,
+    labels: bool,
+) -> pa.RecordBatch:
+    cols: dict[str, Any] = {
+        "path": pa.array([i.key for i in items], pa.string()),
+        "age": pa.array(age, pa.float32(), mask=~ok),
+        "gender_prob": pa.array(prob, pa.float32(), mask=~ok),
+        "gender": pa.array((prob >= 0.5).astype(np.int8), pa.int8(), mask=~ok),
+        "error": pa.array(errors, pa.string()),
+    }
+    if labels:
+        cols["age_true"] = pa.array([i.age for i in items], pa.int16())
+        cols["gender_true"] = pa.array([i.gender for i in items], pa.int8())
+    return pa.RecordBatch.from_pydict(cols, schema=schema)
+
+
+def write_summary(path: str, rows: list[ScopeMetrics], stats: dict[str, int], meta: dict[str, str]) -> None:
+    """Summary Parquet: one row per scope, then run counts as `run:*` rows (n only)."""
+    table = {
+        "scope": [r.scope for r in rows] + [f"run:{k}" for k in ("inputs", "predicted", "errors")],
+        "n": [r.n for r in rows] + [stats["inputs"], stats["predicted"], stats["errors"]],
+        "age_mae": [r.age_mae for r in rows] + [None] * 3,
+        "gender_accuracy": [r.gender_accuracy for r in rows] + [None] * 3,
+    }
+    with ParquetWriter(
+        path, SUMMARY, metadata={**meta, META_SCHEMA: "summary", META_STATS: json.dumps(stats)}, overwrite=True
+    ) as w:
+        w.write(table)
