@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from agebatch import __version__
-from agebatch.errors import EXIT_INTERRUPTED, AgebatchError, NotAvailableYet
+from agebatch.errors import EXIT_INTERRUPTED, AgebatchError
 from agebatch.sources import samples_dir
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -316,6 +316,104 @@ def infer(
         console.print(summary_table(result.summary, title=f"summary ({result.summary_path})"))
 
 
+def _split_options(f: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True),
+            click.option("--split-seed", default=0, show_default=True, help="Content-hash split seed (as in train/manifest)."),
+            click.option("--val", default=0.1, show_default=True, help="Validation fraction (as in train)."),
+            click.option("--test", "test_frac", default=0.1, show_default=True, help="Test fraction (as in train)."),
+            click.option(
+                "--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "keras"]), default="auto", show_default=True
+            ),
+            click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("data", type=click.Path(path_type=str))
+@click.option(
+    "--out", "-o", default=None, help="Predictions Parquet (default: <model stem>.<split>.parquet); the summary goes beside it."
+)
+@_split_options
+def evaluate(
+    model: str,
+    data: str,
+    out: str | None,
+    split: str,
+    split_seed: int,
+    val: float,
+    test_frac: float,
+    backend: str,
+    overwrite: bool,
+) -> None:
+    """Score MODEL on one split of labelled DATA: age MAE and gender accuracy, overall, per age band and per gender."""
+    from rich.console import Console
+
+    from agebatch.evaluate import evaluate as run_eval
+    from agebatch.manifest import SplitSpec
+    from agebatch.report import summary_table
+
+    out = out or f"{os.path.splitext(os.path.basename(model))[0]}.{split}.parquet"
+    ev = run_eval(model, data, out, split=split, spec=SplitSpec(val, test_frac, split_seed), backend=backend, overwrite=overwrite)
+    Console().print(summary_table(ev.rows, title=f"{model} on the {split} split of {data} ({ev.result.backend})"))
+    click.echo(f"predictions: {out}; summary: {ev.result.summary_path}")
+
+
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model_a", type=click.Path(path_type=str))
+@click.argument("model_b", type=click.Path(path_type=str))
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("--out-dir", default="compare", show_default=True, help="Folder for predictions, summaries and compare.png.")
+@_split_options
+def compare(
+    model_a: str,
+    model_b: str,
+    data: str,
+    out_dir: str,
+    split: str,
+    split_seed: int,
+    val: float,
+    test_frac: float,
+    backend: str,
+    overwrite: bool,
+) -> None:
+    """Score two models on the same split of DATA and show them side by side (table + compare.png)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from agebatch.evaluate import compare_plot
+    from agebatch.evaluate import evaluate as run_eval
+    from agebatch.manifest import SplitSpec
+
+    os.makedirs(out_dir, exist_ok=True)
+    spec = SplitSpec(val, test_frac, split_seed)
+    evals = []
+    for m in (model_a, model_b):
+        out = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(m))[0]}.{split}.parquet")
+        evals.append(run_eval(m, data, out, split=split, spec=spec, backend=backend, overwrite=overwrite))
+    names = [os.path.basename(m) for m in (model_a, model_b)]
+    table = Table(title=f"{split} split of {data}")
+    table.add_column("scope")
+    table.add_column("n", justify="right")
+    for name in names:
+        table.add_column(f"{name} MAE", justify="right")
+    for name in names:
+        table.add_column(f"{name} acc", justify="right")
+    for ra, rb in zip(evals[0].rows, evals[1].rows, strict=True):
+        cells = [f"{r.age_mae:.2f}" if r.age_mae is not None else "-" for r in (ra, rb)]
+        cells += [f"{r.gender_accuracy:.2%}" if r.gender_accuracy is not None else "-" for r in (ra, rb)]
+        table.add_row(ra.scope, f"{ra.n:,}", *cells)
+    Console().print(table)
+    png = os.path.join(out_dir, "compare.png")
+    compare_plot(evals, png)
+    click.echo(f"written: {png} and predictions/summaries in {out_dir}/")
+
+
 # --------------------------------------------------------------------------- bench
 
 
@@ -384,10 +482,31 @@ def bench_engine(artifact: str, batch_sizes: str, seconds: float, keras_model: s
 
 
 @bench.command("infer", context_settings=CONTEXT_SETTINGS)
-@click.argument("source", required=False, type=click.Path(path_type=str))
-def bench_infer(**_: Any) -> None:
-    """End-to-end infer vs the seeds' evaluation loop: wall time and peak RSS. [planned]"""
-    raise NotAvailableYet("agebatch bench infer")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=str))
+@click.option(
+    "--model", default=None, help="A .keras model (default: the shipped model); infer uses its ONNX export when present."
+)
+@click.option("--limit", default=2000, show_default=True, help="Faces for the head-to-head run.")
+@click.option("--no-full", is_flag=True, help="Skip the run over all of SOURCE (memory flatness).")
+@click.option("--workers", default=None, type=int, help="Decode threads for infer.")
+def bench_infer(source: str, model: str | None, limit: int, no_full: bool, workers: int | None) -> None:
+    """End to end: `agebatch infer` vs the seeds' evaluation loop, wall time and peak RSS.
+
+    Runs the seeds' loop (imread, resize, /255, stack all as float64, one predict) and
+    `agebatch infer` on the first LIMIT faces of SOURCE, then infer on all of SOURCE,
+    each as its own process, and prints the ratios measured in this run.
+    """
+    from rich.console import Console
+
+    from agebatch.bench.infer import report, run_infer_bench
+    from agebatch.models.card import load_card
+    from agebatch.models.shipped import default_model
+
+    model = model or default_model()
+    if not os.path.isfile(model):
+        raise AgebatchError(f"model file not found: {model}")
+    load_card(model)  # the seeds' loop needs the .keras model and its card
+    report(run_infer_bench(source, model, limit=limit, full=not no_full, workers=workers), Console())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,13 +22,3 @@ class AgebatchError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
-
-
-class NotAvailableYet(AgebatchError):
-    """A planned command whose implementation has not landed yet."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(
-            f"{what} is planned but not implemented in agebatch yet; see 'Status' in the README.",
-            EXIT_USAGE,
-        )

@@ -56,7 +56,7 @@ def test_manifest_command(tmp_path: Path, samples_dir: Path) -> None:
         (["manifest", "{samples}", "--out", "{tmp}/m.parquet", "--val", "0.6", "--test", "0.5"], "split fractions"),
         (["infer", "{samples}", "--out", "{tmp}/p.parquet", "--model", "{tmp}/model.bin"], "model file not found"),
         (["train", "custom", "--data", "{tmp}/nowhere", "--out", "{tmp}/runs"], "no such file or folder"),
-        (["bench", "infer"], "planned but not implemented"),
+        (["bench", "infer", "{samples}", "--model", "{tmp}/none.keras"], "model file not found"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, samples_dir: Path, argv: list[str], message: str) -> None:
