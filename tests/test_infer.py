@@ -198,3 +198,17 @@ def test_disk_full_fails_cleanly(tmp_path: Path, samples_dir: Path, onnx_model: 
     assert proc.returncode == 1, proc.stderr
     assert "limit reached" in proc.stderr or "disk full" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_cpu_infer_command_never_imports_tensorflow(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
+    code = (
+        "import sys\n"
+        "from agebatch.cli import main\n"
+        f"argv = ['infer', {str(samples_dir)!r}, '--out', {str(tmp_path / 'p.parquet')!r}, '--model', {onnx_model!r}]\n"
+        "main(argv, standalone_mode=False)\n"
+        "print('TF=' + str(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "TF=[]" in proc.stdout
+    assert pq.read_table(tmp_path / "p.parquet").num_rows == 39
