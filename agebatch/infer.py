@@ -139,7 +139,7 @@ def run_infer(
     from agebatch.sources import count_items
 
     if batch_size < 1 or shard_rows < 1:
-        raise AgebatchError("--batch-size must be positive")
+        raise AgebatchError("batch size and shard rows must be positive")
     parts = parts_dir(out)
     if os.path.exists(out) and not overwrite:
         if resume and not os.path.isdir(parts):
@@ -169,24 +169,7 @@ def run_infer(
     artifact_sha = sha256_file(artifact)
     signature = _run_signature(source, artifact, artifact_sha, has_labels, asdict(opts))
 
-    done, last_key = 0, None
-    try:
-        os.makedirs(parts, exist_ok=True)
-    except OSError as e:
-        raise AgebatchError(f"cannot write in {os.path.dirname(parts)}: {e.strerror or e}") from e
-    run_json = os.path.join(parts, "run.json")
-    if resume and os.path.isfile(run_json):
-        before = read_json(run_json, missing="")
-        if {k: before.get(k) for k in signature if k != "artifact"} != {k: v for k, v in signature.items() if k != "artifact"}:
-            raise AgebatchError(
-                f"the unfinished run in {parts} used another source, model or decode settings; pass --overwrite to restart"
-            )
-        done, last_key = _part_rows(parts)
-        skipped = list(itertools.islice(items, done)) if done else []
-        if done and (len(skipped) < done or skipped[-1].key != last_key):
-            raise AgebatchError(f"{source} no longer lists the same inputs as the unfinished run; pass --overwrite to restart")
-    else:
-        write_json_atomic(run_json, signature)
+    done = _open_parts(parts, signature, items, resume=resume, source=source)
 
     bar = progress
     if bar is not None:
@@ -241,18 +224,8 @@ def run_infer(
         META_BACKEND: engine.name,
         META_PRECISION: engine.precision,
     }
-    acc = SummaryAccumulator()
-    inputs = n_errors = 0
-    with ParquetWriter(out, schema, metadata=meta, overwrite=True) as w:
-        for name in sorted(n for n in os.listdir(parts) if n.startswith("part-")):
-            table = pq.read_table(os.path.join(parts, name), schema=schema)
-            w.write(table)
-            inputs += table.num_rows
-            n_errors += table.num_rows - table.column("error").null_count
-            if has_labels:
-                acc.update(*(_np(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
-        stats = {"inputs": inputs, "predicted": inputs - n_errors, "errors": n_errors, "resumed_rows": done}
-        w.close({META_STATS: json.dumps(stats)})
+    inputs, n_errors, acc = _assemble(parts, out, schema, meta, done)
+    stats = {"inputs": inputs, "predicted": inputs - n_errors, "errors": n_errors, "resumed_rows": done}
     if inputs != done + predicted + errors:
         raise AgebatchError(f"internal error: {inputs} rows written for {done + predicted + errors} inputs", 1)
     rows = acc.rows() if has_labels else []
@@ -262,6 +235,52 @@ def run_infer(
         write_summary(spath, rows, stats, meta)
     shutil.rmtree(parts, ignore_errors=True)
     return InferResult(out, spath, inputs, inputs - n_errors, n_errors, done, seconds, engine.name, artifact, rows)
+
+
+def _open_parts(parts: str, signature: dict[str, Any], items: Iterator[Item], *, resume: bool, source: str) -> int:
+    """Create the shard folder, or check it against this run when resuming; return rows already saved.
+
+    When resuming, the saved rows' inputs are consumed from `items` (one at a time: a
+    resume after millions of rows holds none of them) and the last one must be the
+    last path saved, so a source that changed underneath is caught.
+    """
+    try:
+        os.makedirs(parts, exist_ok=True)
+    except OSError as e:
+        raise AgebatchError(f"cannot write in {os.path.dirname(parts)}: {e.strerror or e}") from e
+    run_json = os.path.join(parts, "run.json")
+    if not (resume and os.path.isfile(run_json)):
+        write_json_atomic(run_json, signature)
+        return 0
+    before = read_json(run_json, missing="")
+    if {k: before.get(k) for k in signature if k != "artifact"} != {k: v for k, v in signature.items() if k != "artifact"}:
+        raise AgebatchError(
+            f"the unfinished run in {parts} used another source, model or decode settings; pass --overwrite to restart"
+        )
+    done, last_key = _part_rows(parts)
+    seen, last = 0, None
+    for last in itertools.islice(items, done):  # noqa: B007 - only the count and the last item matter
+        seen += 1
+    if done and (seen < done or last is None or last.key != last_key):
+        raise AgebatchError(f"{source} no longer lists the same inputs as the unfinished run; pass --overwrite to restart")
+    return done
+
+
+def _assemble(parts: str, out: str, schema: pa.Schema, meta: dict[str, str], resumed: int) -> tuple[int, int, SummaryAccumulator]:
+    """Concatenate the shards into `out` (atomically) and accumulate the summary; return (rows, errors, summary)."""
+    acc = SummaryAccumulator()
+    labels = "age_true" in schema.names
+    rows = errors = 0
+    with ParquetWriter(out, schema, metadata=meta, overwrite=True) as w:
+        for name in sorted(n for n in os.listdir(parts) if n.startswith("part-")):
+            table = pq.read_table(os.path.join(parts, name), schema=schema)
+            w.write(table)
+            rows += table.num_rows
+            errors += table.num_rows - table.column("error").null_count
+            if labels:
+                acc.update(*(_np(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
+        w.close({META_STATS: json.dumps({"inputs": rows, "predicted": rows - errors, "errors": errors, "resumed_rows": resumed})})
+    return rows, errors, acc
 
 
 def _np(table: pa.Table, column: str) -> np.ndarray:
