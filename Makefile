@@ -4,10 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 POOL   ?= ../shared/data/utkface
-EXTRAS ?= dev,train
+EXTRAS ?= dev,train,ray
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: install test lint fmt bench demo clean
+.PHONY: install test lint fmt bench demo ship clean
 
 install: $(STAMP)
 
@@ -30,6 +30,17 @@ fmt: install
 
 bench: install
 	$(BIN)/agebatch bench decode $(POOL)
+	$(BIN)/agebatch bench engine models/modelA.fp32.onnx --compare-keras models/modelA.keras
+	$(BIN)/agebatch bench engine models/modelB.fp32.onnx --compare-keras models/modelB.keras
+	$(BIN)/agebatch bench infer $(POOL)
+
+# Copy finished training runs into models/ with their FP32 ONNX exports (what `infer` uses on a CPU).
+ship: install
+	for m in modelA modelB; do \
+	  cp runs/$$m/$$m.keras runs/$$m/$$m.card.json models/ && \
+	  cp runs/$$m/curves.png models/$$m.curves.png && cp runs/$$m/history.csv models/$$m.history.csv && \
+	  $(BIN)/agebatch build-engine models/$$m.keras --target onnx --precision fp32 --out models || exit 1; \
+	done
 
 demo: install
 	mkdir -p out

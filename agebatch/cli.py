@@ -283,10 +283,23 @@ def build_engine(
 @click.option("--summary", default=None, help="Summary Parquet when labels are known (default: <out stem>.summary.parquet).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N inputs.")
 @click.option("--glob", default=None, help="Only files matching this pattern (name, or path relative to SOURCE if it has '/').")
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    is_flag=False,
+    flag_value="local",
+    help="Run on Ray: --ray (a local instance), --ray auto, or --ray ray://HOST:PORT. OUT is then a folder of shards.",
+)
+@click.option(
+    "--actors", default=1, show_default=True, type=click.IntRange(1), help="With --ray: prediction actors (model copies)."
+)
+@click.option("--gpus-per-actor", default=0.0, show_default=True, type=click.FloatRange(0), help="With --ray: GPUs per actor.")
 @click.option("--shard-rows", default=8192, hidden=True, type=click.IntRange(1), help="Rows per resumable shard.")
 def infer(
     source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
-    summary: str | None, limit: int | None, glob: str | None, shard_rows: int,
+    summary: str | None, limit: int | None, glob: str | None, ray_address: str | None, actors: int, gpus_per_actor: float,
+    shard_rows: int,
 ) -> None:  # fmt: skip
     """Predict age and gender for every image of SOURCE (folder, manifest or image).
 
@@ -303,6 +316,7 @@ def infer(
         result = run_infer(
             source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume,
             overwrite=overwrite, summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, progress=progress,
+            ray=_ray_options(ray_address, actors, gpus_per_actor),
         )  # fmt: skip
     console = Console()
     console.print(
@@ -412,6 +426,14 @@ def compare(
     png = os.path.join(out_dir, "compare.png")
     compare_plot(evals, png)
     click.echo(f"written: {png} and predictions/summaries in {out_dir}/")
+
+
+def _ray_options(address: str | None, actors: int, gpus_per_actor: float) -> Any:
+    if address is None:
+        return None
+    from agebatch.ray_infer import RayOptions
+
+    return RayOptions(address=None if address == "local" else address, actors=actors, gpus_per_actor=gpus_per_actor)
 
 
 # --------------------------------------------------------------------------- bench

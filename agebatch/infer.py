@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -45,8 +45,13 @@ from agebatch.schemas import (
 from agebatch.sources import Item, iter_items
 from agebatch.writer import ParquetWriter, check_output_path
 
+if TYPE_CHECKING:
+    from agebatch.ray_infer import RayOptions
+
 #: Items looked at before the first batch to decide whether the output gets label columns.
 LABEL_PEEK = 1000
+#: Marker a completed Ray run leaves in its output folder.
+SUCCESS = "_SUCCESS.json"
 
 
 class ProgressSink(Protocol):
@@ -130,32 +135,24 @@ def run_infer(
     glob: str | None = None,
     shard_rows: int = 8192,
     progress: ProgressSink | None = None,
+    ray: RayOptions | None = None,
 ) -> InferResult:
-    """Predict age and gender for every input of `source`; write `out` (and a summary when labels exist)."""
+    """Predict age and gender for every input of `source`; write `out` (and a summary when labels exist).
+
+    With `ray`, decoding and prediction run on a Ray cluster and `out` is a folder of
+    shards (the same shard files a local run assembles), written as results arrive.
+    """
     from agebatch.artifacts import sha256_file
     from agebatch.backends.base import load_backend
-    from agebatch.batching import iter_batches
     from agebatch.models.shipped import resolve
     from agebatch.sources import count_items
 
     if batch_size < 1 or shard_rows < 1:
         raise AgebatchError("batch size and shard rows must be positive")
-    parts = parts_dir(out)
-    if os.path.exists(out) and not overwrite:
-        if resume and not os.path.isdir(parts):
-            raise AgebatchError(f"{out} is already complete; pass --overwrite to compute it again")
-        if not resume:
-            raise AgebatchError(f"output {out} already exists; pass --overwrite to replace it")
-    check_output_path(out, overwrite=True)
-    if os.path.isdir(parts) and not resume:
-        if not overwrite:
-            raise AgebatchError(
-                f"an unfinished run of {out} exists ({parts}); pass --resume to continue it or --overwrite to restart"
-            )
-        shutil.rmtree(parts)
+    parts = _prepare_output(out, resume=resume, overwrite=overwrite, folder=ray is not None)
     artifact, kind = resolve(model, backend)
-    engine = load_backend(artifact, kind)
-    card = engine.card
+    engine = load_backend(artifact, kind) if ray is None else None
+    card, precision = (engine.card, engine.precision) if engine is not None else artifact_card(artifact, kind)
     opts = card.decode_options()
     items = iter_items(source, glob=glob)
     has_labels, items = _peek_labels(items)
@@ -192,20 +189,22 @@ def run_infer(
             w.write(pa.Table.from_batches(shard, schema=schema))
         shard, shard_start, shard_len = [], shard_start + shard_len, 0
 
+    if engine is not None:
+        stream = local_predictions(items, engine, opts, batch_size=batch_size, workers=workers)
+    else:
+        from agebatch.ray_infer import ray_predictions
+
+        stream = ray_predictions(items, artifact, kind, opts, batch_size=batch_size, options=ray)  # type: ignore[arg-type]
     try:
-        for batch in iter_batches(items, batch_size=batch_size, options=opts, workers=workers):
-            ok = batch.ok
-            age = np.full(len(batch), np.nan, np.float32)
-            prob = np.full(len(batch), np.nan, np.float32)
-            if ok.any():
-                age[ok], prob[ok] = engine.predict(batch.images[ok])
-            shard.append(_record_batch(batch.items, batch.errors, age, prob, ok, schema, has_labels))
-            shard_len += len(batch)
+        for batch_items, batch_errors, age, prob in stream:
+            ok = np.array([e is None for e in batch_errors], bool)
+            shard.append(_record_batch(batch_items, batch_errors, age, prob, ok, schema, has_labels))
+            shard_len += len(batch_items)
             n_err = int((~ok).sum())
-            predicted += len(batch) - n_err
+            predicted += len(batch_items) - n_err
             errors += n_err
             if bar is not None:
-                bar.advance(len(batch), errors=n_err)
+                bar.advance(len(batch_items), errors=n_err)
             if shard_len >= shard_rows:
                 flush()
         flush()
@@ -221,20 +220,23 @@ def run_infer(
         META_SOURCE: source,
         META_MODEL_ID: card.name,
         META_MODEL_SHA256: artifact_sha,
-        META_BACKEND: engine.name,
-        META_PRECISION: engine.precision,
+        META_BACKEND: kind if ray is None else f"{kind} on ray",
+        META_PRECISION: precision,
     }
-    inputs, n_errors, acc = _assemble(parts, out, schema, meta, done)
+    inputs, n_errors, acc = _assemble(parts, None if ray is not None else out, schema, meta, done)
     stats = {"inputs": inputs, "predicted": inputs - n_errors, "errors": n_errors, "resumed_rows": done}
     if inputs != done + predicted + errors:
         raise AgebatchError(f"internal error: {inputs} rows written for {done + predicted + errors} inputs", 1)
     rows = acc.rows() if has_labels else []
     spath = None
     if has_labels:
-        spath = summary or summary_path_for(out)
+        spath = summary or summary_path_for(out.rstrip("/"))
         write_summary(spath, rows, stats, meta)
-    shutil.rmtree(parts, ignore_errors=True)
-    return InferResult(out, spath, inputs, inputs - n_errors, n_errors, done, seconds, engine.name, artifact, rows)
+    if ray is None:
+        shutil.rmtree(parts, ignore_errors=True)
+    else:
+        write_json_atomic(os.path.join(parts, SUCCESS), {**stats, **meta})
+    return InferResult(out, spath, inputs, inputs - n_errors, n_errors, done, seconds, meta[META_BACKEND], artifact, rows)
 
 
 def _open_parts(parts: str, signature: dict[str, Any], items: Iterator[Item], *, resume: bool, source: str) -> int:
@@ -266,21 +268,97 @@ def _open_parts(parts: str, signature: dict[str, Any], items: Iterator[Item], *,
     return done
 
 
-def _assemble(parts: str, out: str, schema: pa.Schema, meta: dict[str, str], resumed: int) -> tuple[int, int, SummaryAccumulator]:
-    """Concatenate the shards into `out` (atomically) and accumulate the summary; return (rows, errors, summary)."""
+def _assemble(
+    parts: str, out: str | None, schema: pa.Schema, meta: dict[str, str], resumed: int
+) -> tuple[int, int, SummaryAccumulator]:
+    """Read the shards in order, accumulate the summary and, given `out`, concatenate them into it atomically.
+
+    Returns (rows, error rows, summary). With `out` None (Ray runs) the shards are the output.
+    """
     acc = SummaryAccumulator()
     labels = "age_true" in schema.names
     rows = errors = 0
-    with ParquetWriter(out, schema, metadata=meta, overwrite=True) as w:
+    writer = ParquetWriter(out, schema, metadata=meta, overwrite=True) if out is not None else None
+    try:
         for name in sorted(n for n in os.listdir(parts) if n.startswith("part-")):
             table = pq.read_table(os.path.join(parts, name), schema=schema)
-            w.write(table)
+            if writer is not None:
+                writer.write(table)
             rows += table.num_rows
             errors += table.num_rows - table.column("error").null_count
             if labels:
                 acc.update(*(_np(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
-        w.close({META_STATS: json.dumps({"inputs": rows, "predicted": rows - errors, "errors": errors, "resumed_rows": resumed})})
+        if writer is not None:
+            writer.close(
+                {META_STATS: json.dumps({"inputs": rows, "predicted": rows - errors, "errors": errors, "resumed_rows": resumed})}
+            )
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     return rows, errors, acc
+
+
+def _prepare_output(out: str, *, resume: bool, overwrite: bool, folder: bool) -> str:
+    """Check `out` against --resume/--overwrite; return the shard folder (beside a file, or `out` itself for Ray)."""
+    if folder:
+        done_marker = os.path.join(out, SUCCESS)
+        if os.path.isfile(out):
+            raise AgebatchError(f"{out} is a file; a Ray run writes a folder of shards")
+        if os.path.exists(done_marker) and not overwrite:
+            raise AgebatchError(f"{out} is already complete; pass --overwrite to compute it again")
+        if os.path.isdir(out) and os.listdir(out) and not (resume or overwrite):
+            raise AgebatchError(f"{out} exists; pass --resume to continue it or --overwrite to restart")
+        if os.path.isdir(out) and overwrite:
+            shutil.rmtree(out)
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise AgebatchError(f"output folder does not exist: {parent}")
+        return out
+    parts = parts_dir(out)
+    if os.path.exists(out) and not overwrite:
+        if resume and not os.path.isdir(parts):
+            raise AgebatchError(f"{out} is already complete; pass --overwrite to compute it again")
+        if not resume:
+            raise AgebatchError(f"output {out} already exists; pass --overwrite to replace it")
+    check_output_path(out, overwrite=True)
+    if os.path.isdir(parts) and not resume:
+        if not overwrite:
+            raise AgebatchError(
+                f"an unfinished run of {out} exists ({parts}); pass --resume to continue it or --overwrite to restart"
+            )
+        shutil.rmtree(parts)
+    return parts
+
+
+def local_predictions(
+    items: Iterator[Item], engine: Any, opts: Any, *, batch_size: int, workers: int | None
+) -> Iterator[tuple[list[Item], list[str | None], np.ndarray, np.ndarray]]:
+    """(items, errors, age, P(female)) per batch, in input order; NaN where decoding failed."""
+    from agebatch.batching import iter_batches
+
+    for batch in iter_batches(items, batch_size=batch_size, options=opts, workers=workers):
+        yield batch.items, batch.errors, *predict_ok(engine, batch.images, batch.ok)
+
+
+def predict_ok(engine: Any, images: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predict the decodable rows of a batch; failed rows get NaN."""
+    age = np.full(len(images), np.nan, np.float32)
+    prob = np.full(len(images), np.nan, np.float32)
+    if ok.any():
+        age[ok], prob[ok] = engine.predict(images[ok])
+    return age, prob
+
+
+def artifact_card(artifact: str, kind: str) -> tuple[Any, str]:
+    """(model card, precision) of an artifact without loading its runtime (Ray drivers need no model)."""
+    from agebatch.artifacts import read_sidecar
+    from agebatch.models.card import load_card
+
+    if kind == "keras":
+        return load_card(artifact), "fp32"
+    meta = read_sidecar(artifact, kind="onnx" if kind == "onnxruntime" else "tensorrt")
+    return meta["card"], str(meta["precision"])
 
 
 def _np(table: pa.Table, column: str) -> np.ndarray:
