@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -26,13 +25,17 @@ class BuildResult:
 
 
 def calibration_faces(folder: str, card: Any, limit: int = MAX_PARITY_FACES) -> np.ndarray:
-    """Up to `limit` decoded faces from `folder`, as the model sees them."""
+    """Up to `limit` decoded faces spread evenly over `folder`'s listing, as the model sees them.
+
+    Evenly spaced, not the first N: sorted UTKFace names start with one narrow range of ages.
+    """
     from agebatch.batching import iter_batches
     from agebatch.sources import iter_items
 
-    batches = list(
-        iter_batches(islice(iter_items(folder, labels="none"), limit), batch_size=limit, options=card.decode_options())
-    )
+    listing = list(iter_items(folder, labels="none"))  # paths only
+    spots = np.unique(np.linspace(0, len(listing) - 1, min(limit, len(listing))).round().astype(int)) if listing else []
+    picks = [listing[i] for i in spots]
+    batches = list(iter_batches(picks, batch_size=max(1, len(picks)), options=card.decode_options()))
     images = np.concatenate([b.images[b.ok] for b in batches]) if batches else np.empty((0, *card.input_size, 3), np.uint8)
     if len(images) == 0:
         raise AgebatchError(f"no decodable faces in {folder} for the parity check")
