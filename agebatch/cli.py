@@ -368,11 +368,12 @@ def evaluate(
     """Score MODEL on one split of labelled DATA: age MAE and gender accuracy, overall, per age band and per gender."""
     from rich.console import Console
 
+    from agebatch.evaluate import default_output
     from agebatch.evaluate import evaluate as run_eval
     from agebatch.manifest import SplitSpec
     from agebatch.report import summary_table
 
-    out = out or f"{os.path.splitext(os.path.basename(model))[0]}.{split}.parquet"
+    out = out or default_output(model, split)
     ev = run_eval(model, data, out, split=split, spec=SplitSpec(val, test_frac, split_seed), backend=backend, overwrite=overwrite)
     Console().print(summary_table(ev.rows, title=f"{model} on the {split} split of {data} ({ev.result.backend})"))
     click.echo(f"predictions: {out}; summary: {ev.result.summary_path}")
@@ -400,7 +401,7 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    from agebatch.evaluate import compare_plot
+    from agebatch.evaluate import compare_plot, default_output
     from agebatch.evaluate import evaluate as run_eval
     from agebatch.manifest import SplitSpec
 
@@ -408,8 +409,9 @@ def compare(
     spec = SplitSpec(val, test_frac, split_seed)
     evals = []
     for m in (model_a, model_b):
-        out = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(m))[0]}.{split}.parquet")
-        evals.append(run_eval(m, data, out, split=split, spec=spec, backend=backend, overwrite=overwrite))
+        evals.append(
+            run_eval(m, data, default_output(m, split, out_dir), split=split, spec=spec, backend=backend, overwrite=overwrite)
+        )
     names = [os.path.basename(m) for m in (model_a, model_b)]
     table = Table(title=f"{split} split of {data}")
     table.add_column("scope")

@@ -31,6 +31,11 @@ class Evaluation:
         return self.result.summary
 
 
+def default_output(model: str, split: str, folder: str = "") -> str:
+    """``models/modelB.keras`` on the test split -> ``FOLDER/modelB.test.parquet``."""
+    return os.path.join(folder, f"{os.path.splitext(os.path.basename(model))[0]}.{split}.parquet")
+
+
 def split_manifest(data: str, folder: str, *, split: str, spec: SplitSpec) -> str:
     """A manifest of the labelled faces of `data` in `split` ("all" for every split), conflicts dropped."""
     full = os.path.join(folder, "all.parquet")
