@@ -95,7 +95,8 @@ def compare_plot(evals: list[Evaluation], png: str) -> None:
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
-    axes[1].set_ylim(0.5, 1.0)
+    lowest = min((r.gender_accuracy for ev in evals for r in ev.rows if r.gender_accuracy is not None), default=0.5)
+    axes[1].set_ylim(max(0.0, min(0.5, lowest - 0.05)), 1.0)  # zoomed on the useful range, never hiding a bar
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)
