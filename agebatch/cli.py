@@ -183,6 +183,8 @@ def manifest(
     show_default=True,
     help="Stop after this many epochs without a better val age MAE; best weights are kept.",
 )
+@click.option("--dropout", default=None, type=float, help="Head dropout (default: 0.2 for custom, 0.3 for pretrained).")
+@click.option("--weight-decay", default=0.0, show_default=True, help="> 0: AdamW with this decoupled weight decay.")
 @click.option("--seed", default=0, show_default=True, help="Seed for initialisation, shuffling and augmentation.")
 @click.option("--split-seed", default=0, show_default=True, help="Seed of the content-hash split (same as `manifest --seed`).")
 @click.option("--val", default=0.1, show_default=True, help="Validation fraction of distinct images.")

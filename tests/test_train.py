@@ -156,3 +156,12 @@ def test_lite0_builder_loads_every_offline_array() -> None:
     assert load_lite0_weights(model, str(path)) == in_file == 245
     with pytest.raises(AgebatchError, match="holds no EfficientNet-Lite0 layer weights"):
         load_lite0_weights(model, str(WEIGHTS / "mobilenet_v2_0.35_224_no_top_imagenet_tfjs.h5"))
+
+
+def test_resuming_a_finished_run_only_reassembles_the_best_epoch(tmp_path: Path, samples_dir: Path) -> None:
+    run = train(_tiny(samples_dir, tmp_path, epochs=2), log=lambda *_: None)
+    before = _history(run)["epoch"]
+    os.remove(os.path.join(run, "modelA.keras"))
+    train(_tiny(samples_dir, tmp_path, epochs=2, resume=True), log=lambda *_: None)
+    assert _history(run)["epoch"] == before == [0, 1], "no epoch was trained again"
+    assert os.path.isfile(os.path.join(run, "modelA.keras"))

@@ -57,6 +57,8 @@ class TrainConfig:
     age_weight: float = 1.0
     gender_weight: float = 1.0
     patience: int = 6
+    dropout: float | None = None  # head dropout; None: the builder's default (A 0.2, B 0.3)
+    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
     seed: int = 0
     val: float = 0.1
     test: float = 0.1
@@ -136,7 +138,9 @@ def _compile(model: Any, cfg: TrainConfig) -> None:
         losses["age_bins"] = keras.losses.CategoricalCrossentropy()
         weights["age_bins"] = cfg.age_weight
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.lr),
+        optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.weight_decay > 0
+        else keras.optimizers.Adam(cfg.lr),
         loss=losses,
         loss_weights=weights,
         metrics={"age": ["mae"], "gender_prob": ["binary_accuracy"]},
@@ -229,22 +233,9 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
 
     cached = cfg.kind == "pretrained" and cfg.backbone == "efficientnet-lite0" and cfg.cache_from_block > 0
     model, arch, preprocessing = _build(cfg, size)
-    if cached:
-        bottom, top = _split_lite0(model, cfg, size)
-        t0 = time.perf_counter()
-        rng = np.random.default_rng(cfg.seed + 1)
-        copies = [tr.images] + [augment_batch(tr.images, rng) for _ in range(cfg.aug_copies)]
-        x_train = np.concatenate([_features(bottom, c) for c in copies])
-        y_age = np.tile(tr.age, len(copies))
-        y_gender = np.tile(tr.gender, len(copies))
-        x_val = _features(bottom, va.images)
-        log(
-            f"feature cache: {len(x_train):,} train + {len(x_val):,} val in {time.perf_counter() - t0:.0f} s, "
-            f"{x_train.nbytes / 2**20:.0f} MiB"
-        )
-        fit_model, x_tr, x_va, augment = top, x_train, x_val, False
-    else:
-        fit_model, x_tr, y_age, y_gender, x_va, augment = model, tr.images, tr.age, tr.gender, va.images, True
+    bottom, top = _split_lite0(model, cfg, size) if cached else (None, model)
+    fit_model = top
+    n_train = len(tr) * (1 + cfg.aug_copies) if cached else len(tr)
 
     state: dict[str, Any] = {}
     initial_epoch = 0
@@ -265,21 +256,34 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
             f"resuming after epoch {initial_epoch - 1} "
             f"(best val age MAE {state.get('best'):.3f} at epoch {state.get('best_epoch')})"
         )
-    _compile(train_model, cfg)
-    train_seq = _batches(x_tr, y_age, y_gender, cfg, train=True, augment=augment)
-    val_seq = _batches(x_va, va.age, va.gender, cfg, train=False, augment=False)
-    callbacks = [
-        keras.callbacks.CSVLogger(os.path.join(run, "history.csv"), append=cfg.resume),
-        _run_state_callback(run, cfg, state),
-    ]
-    if initial_epoch < cfg.epochs and state.get("wait", 0) < cfg.patience:
+    # A resumed run that has nothing left to train only reassembles its best epoch: no feature cache needed.
+    need_fit = initial_epoch < cfg.epochs and state.get("wait", 0) < cfg.patience
+    if need_fit:
+        if cached:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng(cfg.seed + 1)
+            copies = [tr.images] + [augment_batch(tr.images, rng) for _ in range(cfg.aug_copies)]
+            x_tr = np.concatenate([_features(bottom, c) for c in copies])
+            y_age, y_gender = np.tile(tr.age, len(copies)), np.tile(tr.gender, len(copies))
+            x_va = _features(bottom, va.images)
+            seconds = time.perf_counter() - t0
+            log(f"feature cache: {len(x_tr):,} train + {len(x_va):,} val in {seconds:.0f} s, {x_tr.nbytes / 2**20:.0f} MiB")
+        else:
+            x_tr, y_age, y_gender, x_va = tr.images, tr.age, tr.gender, va.images
+        _compile(train_model, cfg)
+        train_seq = _batches(x_tr, y_age, y_gender, cfg, train=True, augment=not cached)
+        val_seq = _batches(x_va, va.age, va.gender, cfg, train=False, augment=False)
+        callbacks = [
+            keras.callbacks.CSVLogger(os.path.join(run, "history.csv"), append=cfg.resume),
+            _run_state_callback(run, cfg, state),
+        ]
         train_model.fit(
             train_seq, validation_data=val_seq, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
         )
     train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
     if cached:
         _copy_weights(fit_model, model)
-    return _finish(run, cfg, model, arch, preprocessing, data, state, len(x_tr), time.perf_counter() - t_start, log)
+    return _finish(run, cfg, model, arch, preprocessing, data, state, n_train, time.perf_counter() - t_start, log)
 
 
 def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
@@ -287,7 +291,13 @@ def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
         from agebatch.models.custom import ARCHITECTURE, PREPROCESSING, build_custom
 
         m = build_custom(
-            input_size=size, stem=cfg.stem, widths=cfg.widths, depths=cfg.depths, age_head=cfg.age_head, name=cfg.run_name
+            input_size=size,
+            stem=cfg.stem,
+            widths=cfg.widths,
+            depths=cfg.depths,
+            age_head=cfg.age_head,
+            name=cfg.run_name,
+            **_dropout(cfg),
         )  # type: ignore[arg-type]
         return m, ARCHITECTURE, PREPROCESSING
     from agebatch.models.pretrained import BACKBONES, build_pretrained
@@ -299,8 +309,13 @@ def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
         input_size=size,
         age_head=cfg.age_head,
         name=cfg.run_name,
+        **_dropout(cfg),
     )  # type: ignore[arg-type]
     return m, BACKBONES[cfg.backbone].architecture, BACKBONES[cfg.backbone].preprocessing
+
+
+def _dropout(cfg: TrainConfig) -> dict[str, float]:
+    return {} if cfg.dropout is None else {"dropout": cfg.dropout}
 
 
 def _split_lite0(model: Any, cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
@@ -320,6 +335,7 @@ def _split_lite0(model: Any, cfg: TrainConfig, size: tuple[int, int]) -> tuple[A
         age_head=cfg.age_head,
         first_block=cfg.cache_from_block,
         name=cfg.run_name + "_top",  # type: ignore[arg-type]
+        **_dropout(cfg),
     )
     _copy_weights(model, top)  # ImageNet weights (and fresh heads) into the upper part
     return bottom, top
