@@ -34,17 +34,21 @@ bench: install
 	$(BIN)/agebatch bench engine models/modelB.fp32.onnx --compare-keras models/modelB.keras
 	$(BIN)/agebatch bench infer $(POOL)
 
-# Copy finished training runs into models/ with their FP32 ONNX exports (what `infer` uses on a CPU).
+# Copy finished training runs into models/ as modelA / modelB, with their FP32 ONNX exports (what `infer`
+# uses on a CPU). A_RUN / B_RUN name the run folders under runs/ (the card keeps the run's own name).
+A_RUN ?= modelA
+B_RUN ?= modelB
 ship: install
-	for m in modelA modelB; do \
-	  cp runs/$$m/$$m.keras runs/$$m/$$m.card.json models/ && \
-	  cp runs/$$m/curves.png models/$$m.curves.png && cp runs/$$m/history.csv models/$$m.history.csv && \
+	for pair in modelA:$(A_RUN) modelB:$(B_RUN); do \
+	  m=$${pair%%:*}; r=$${pair#*:}; \
+	  cp runs/$$r/$$r.keras models/$$m.keras && cp runs/$$r/$$r.card.json models/$$m.card.json && \
+	  cp runs/$$r/curves.png models/$$m.curves.png && cp runs/$$r/history.csv models/$$m.history.csv && \
 	  $(BIN)/agebatch build-engine models/$$m.keras --target onnx --precision fp32 --out models || exit 1; \
 	done
 
 demo: install
 	mkdir -p out
-	$(BIN)/agebatch manifest agebatch/samples/utkface --out out/samples.manifest.parquet --overwrite
+	$(BIN)/agebatch infer agebatch/samples/utkface --out out/samples.predictions.parquet --overwrite
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -29,6 +29,7 @@ def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> Non
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cards and sidecars are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -17,7 +17,9 @@ from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: str, *, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str, *, providers: list[str] | None = None, threads: int | None = None, chunk: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         meta = read_sidecar(path, kind="onnx")
@@ -30,6 +32,8 @@ class OnnxRuntimeBackend:
             opts.intra_op_num_threads = threads
         available = ort.get_available_providers()
         wanted = providers or ["CPUExecutionProvider"]
+        # GPUs want big batches; CPUs want cache-sized ones (see predict).
+        self.chunk = chunk or (64 if wanted[0] == "CPUExecutionProvider" else 1 << 30)
         missing = [p for p in wanted if p not in available]
         if missing:
             raise AgebatchError(f"ONNX Runtime here lacks {', '.join(missing)} (available: {', '.join(available)})")
@@ -47,5 +51,14 @@ class OnnxRuntimeBackend:
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = check_batch(images, self.input_size)
-        age, gender = self.session.run([OUTPUT_AGE, OUTPUT_GENDER], {INPUT_NAME: x})
-        return np.asarray(age, np.float32).reshape(-1), np.asarray(gender, np.float32).reshape(-1)
+        ages, genders = [], []
+        # Large batches run as chunks: on a CPU, ORT's throughput falls past ~64 faces per call
+        # (measured: Model A 2,362 img/s at 64 vs 2,129 at 256; Lite0 553 vs 397), as
+        # the activations stop fitting in cache. Callers keep any batch size they like.
+        for lo in range(0, len(x), self.chunk):
+            age, gender = self.session.run([OUTPUT_AGE, OUTPUT_GENDER], {INPUT_NAME: x[lo : lo + self.chunk]})
+            ages.append(np.asarray(age, np.float32).reshape(-1))
+            genders.append(np.asarray(gender, np.float32).reshape(-1))
+        if not ages:
+            return np.empty(0, np.float32), np.empty(0, np.float32)
+        return np.concatenate(ages), np.concatenate(genders)

@@ -13,8 +13,8 @@ from agebatch.artifacts import read_sidecar, sha256_file
 from agebatch.backends.base import available_backends, kind_of
 from agebatch.errors import AgebatchError
 
-#: The better of Model A and Model B on the test split (see README); `infer` uses it by default.
-DEFAULT_MODEL = "modelB"
+#: The better of Model A and Model B on validation age MAE (see README); `infer` uses it by default.
+DEFAULT_MODEL = "modelA"
 
 
 def models_dir() -> str:
