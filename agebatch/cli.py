@@ -443,6 +443,14 @@ def _ray_options(address: str | None, actors: int, gpus_per_actor: float) -> Any
 # --------------------------------------------------------------------------- bench
 
 
+def _int_list(value: str, option: str) -> list[int]:
+    """Parse "1,2,4" for a bench option, or fail with one clear line."""
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise AgebatchError(f"{option} must be comma-separated integers, got {value!r}") from None
+
+
 @main.group(context_settings=CONTEXT_SETTINGS)
 def bench() -> None:
     """Measure speed and memory; each bench prints ratios measured in one run."""
@@ -469,10 +477,7 @@ def bench_decode(
     from agebatch.bench.decode import default_worker_counts, measure_in_child, report, warm_cache
 
     source = source or samples_dir()
-    try:
-        counts = [int(w) for w in workers_list.split(",")] if workers_list else default_worker_counts()
-    except ValueError:
-        raise AgebatchError(f"--workers must be comma-separated integers, got {workers_list!r}") from None
+    counts = _int_list(workers_list, "--workers") if workers_list else default_worker_counts()
     console = Console()
     n = warm_cache(source, limit)
     console.print(
@@ -500,10 +505,7 @@ def bench_engine(artifact: str, batch_sizes: str, seconds: float, keras_model: s
 
     from agebatch.bench.engine import report, run_engine_bench
 
-    try:
-        sizes = [int(b) for b in batch_sizes.split(",")]
-    except ValueError:
-        raise AgebatchError(f"--batch-sizes must be comma-separated integers, got {batch_sizes!r}") from None
+    sizes = _int_list(batch_sizes, "--batch-sizes")
     report(run_engine_bench(artifact, sizes, seconds=seconds, keras_model=keras_model), Console())
 
 

@@ -90,9 +90,10 @@ def summary_path_for(out: str) -> str:
     return root + ".summary.parquet"
 
 
-def _peek_labels(items: Iterator[Item]) -> tuple[bool, Iterator[Item]]:
+def _peek(items: Iterator[Item]) -> tuple[bool, bool, Iterator[Item]]:
+    """(any input at all, any labelled input among the first LABEL_PEEK, the full stream again)."""
     head = list(itertools.islice(items, LABEL_PEEK))
-    return any(i.has_labels for i in head), itertools.chain(head, items)
+    return bool(head), any(i.has_labels for i in head), itertools.chain(head, items)
 
 
 def _part_rows(folder: str) -> tuple[int, str | None]:
@@ -155,13 +156,11 @@ def run_infer(
     card, precision = (engine.card, engine.precision) if engine is not None else artifact_card(artifact, kind)
     opts = card.decode_options()
     items = iter_items(source, glob=glob)
-    has_labels, items = _peek_labels(items)
+    any_input, has_labels, items = _peek(items)
+    if not any_input:
+        raise AgebatchError(f"no image files found in {source}")
     if limit is not None:
         items = itertools.islice(items, limit)
-    first = next(items, None)
-    if first is None:
-        raise AgebatchError(f"no image files found in {source}")
-    items = itertools.chain([first], items)
     schema = pa.schema(list(PREDICTIONS) + (PREDICTION_LABELS if has_labels else []))
     artifact_sha = sha256_file(artifact)
     signature = _run_signature(source, artifact, artifact_sha, has_labels, asdict(opts))
@@ -223,8 +222,8 @@ def run_infer(
         META_BACKEND: kind if ray is None else f"{kind} on ray",
         META_PRECISION: precision,
     }
-    inputs, n_errors, acc = _assemble(parts, None if ray is not None else out, schema, meta, done)
-    stats = {"inputs": inputs, "predicted": inputs - n_errors, "errors": n_errors, "resumed_rows": done}
+    stats, acc = _assemble(parts, None if ray is not None else out, schema, meta, done)
+    inputs, n_errors = stats["inputs"], stats["errors"]
     if inputs != done + predicted + errors:
         raise AgebatchError(f"internal error: {inputs} rows written for {done + predicted + errors} inputs", 1)
     rows = acc.rows() if has_labels else []
@@ -270,10 +269,11 @@ def _open_parts(parts: str, signature: dict[str, Any], items: Iterator[Item], *,
 
 def _assemble(
     parts: str, out: str | None, schema: pa.Schema, meta: dict[str, str], resumed: int
-) -> tuple[int, int, SummaryAccumulator]:
+) -> tuple[dict[str, int], SummaryAccumulator]:
     """Read the shards in order, accumulate the summary and, given `out`, concatenate them into it atomically.
 
-    Returns (rows, error rows, summary). With `out` None (Ray runs) the shards are the output.
+    Returns the run counts (also stored in `out`'s metadata) and the summary. With `out` None (Ray runs) the
+    shards are the output.
     """
     acc = SummaryAccumulator()
     labels = "age_true" in schema.names
@@ -288,15 +288,14 @@ def _assemble(
             errors += table.num_rows - table.column("error").null_count
             if labels:
                 acc.update(*(_np(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
+        stats = {"inputs": rows, "predicted": rows - errors, "errors": errors, "resumed_rows": resumed}
         if writer is not None:
-            writer.close(
-                {META_STATS: json.dumps({"inputs": rows, "predicted": rows - errors, "errors": errors, "resumed_rows": resumed})}
-            )
+            writer.close({META_STATS: json.dumps(stats)})
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    return rows, errors, acc
+    return stats, acc
 
 
 def _prepare_output(out: str, *, resume: bool, overwrite: bool, folder: bool) -> str:
