@@ -190,13 +190,26 @@ def manifest(
 @click.option("--val", default=0.1, show_default=True, help="Validation fraction of distinct images.")
 @click.option("--test", "test_frac", default=0.1, show_default=True, help="Test fraction of distinct images.")
 @click.option(
-    "--cache-from-block",
-    default=11,
+    "--train-from-block",
+    default=5,
     show_default=True,
-    help="pretrained Lite0: train blocks from this one up on cached features (0: end to end).",
+    type=click.IntRange(0, 16),
+    help="pretrained Lite0: blocks below this one keep their ImageNet weights (0: end to end).",
+)
+@click.option(
+    "--feature-cache/--no-feature-cache",
+    default=False,
+    show_default=True,
+    help="pretrained Lite0: compute the frozen blocks once per face and augmented copy, train the rest on that cache.",
 )
 @click.option(
     "--aug-copies", default=4, show_default=True, help="pretrained Lite0: augmented copies per face in the feature cache."
+)
+@click.option(
+    "--mirror-tta/--no-mirror-tta",
+    default=True,
+    show_default=True,
+    help="Ship the model averaged over each face and its left-right mirror (2x inference cost, lower age MAE).",
 )
 @click.option(
     "--width", type=click.Choice(["small", "default"]), default="default", show_default=True, help="custom: trunk size."

@@ -55,6 +55,7 @@ def test_run_folder_is_complete(tiny_run: str) -> None:
     assert card.input_size == (64, 64) and card.training["epochs_run"] == 4
     assert len(card.training["data_fingerprint"]) == 64 and card.training["counts"]["dropped_conflicts"] == 2
     assert card.training["train_images_per_s"] > 0
+    assert card.training["test_time_augmentation"].startswith("mirror")
     assert set(card.metrics["test"]) >= {"all", "age:20-39", "gender:female"}
 
 
@@ -121,23 +122,35 @@ def test_cli_error_exit_code(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     not (WEIGHTS / "efficientnet_lite0_imagenet_notop.h5").is_file(), reason="offline ImageNet weights not in ../shared/weights"
 )
-def test_pretrained_on_cached_features(tmp_path: Path, samples_dir: Path) -> None:
+@pytest.mark.parametrize("feature_cache", [False, True], ids=["live", "feature-cache"])
+def test_pretrained_keeps_lower_blocks_and_trains_upper(tmp_path: Path, samples_dir: Path, feature_cache: bool) -> None:
     import h5py
 
     cfg = _tiny(
-        samples_dir, tmp_path, kind="pretrained", image_size=128, epochs=2, aug_copies=1, weights_dir=str(WEIGHTS), lr=1e-3
-    )
+        samples_dir, tmp_path, kind="pretrained", image_size=128, epochs=2, aug_copies=1, weights_dir=str(WEIGHTS),
+        lr=1e-3, train_from_block=11, feature_cache=feature_cache,
+    )  # fmt: skip
     run = train(cfg, log=lambda *_: None)
     from agebatch.backends.keras import load_keras_model
+    from agebatch.models.tta import without_mirror_tta
 
-    model = load_keras_model(os.path.join(run, "modelB.keras"))
-    with h5py.File(WEIGHTS / "efficientnet_lite0_imagenet_notop.h5") as f:
-        stem = f["stem_conv"]["stem_conv/kernel"][()]
-        top = f["top_conv"]["top_conv/kernel"][()]
-    assert np.array_equal(model.get_layer("stem_conv").get_weights()[0], stem), "frozen lower blocks keep ImageNet weights"
-    assert not np.array_equal(model.get_layer("top_conv").get_weights()[0], top), (
-        "cached-feature training updated the upper blocks"
-    )
+    shipped = load_keras_model(os.path.join(run, "modelB.keras"))
+    model = without_mirror_tta(shipped)
+    assert model is not shipped, "shipped with mirror TTA by default"
+
+    def imagenet(layer: str, array: str) -> np.ndarray:
+        with h5py.File(WEIGHTS / "efficientnet_lite0_imagenet_notop.h5") as f:
+            return f[layer][f"{layer}/{array}"][()]
+
+    frozen = ("stem_conv", "kernel"), ("block10_project_bn", "moving_mean"), ("block10_project_bn", "gamma")
+    for layer, array in frozen:
+        got = {w.path.split("/")[-1]: w.numpy() for w in model.get_layer(layer).weights}[array]
+        assert np.array_equal(got, imagenet(layer, array)), f"{layer}/{array} is below block 11 and stays ImageNet"
+    assert not np.array_equal(model.get_layer("top_conv").get_weights()[0], imagenet("top_conv", "kernel"))
+    assert not np.array_equal(model.get_layer("block11_expand_conv").get_weights()[0], imagenet("block11_expand_conv", "kernel"))
+    card = json.loads(Path(run, "modelB.card.json").read_text())
+    n_train = card["training"]["counts"]["train"]
+    assert card["training"]["train_samples_per_epoch"] == n_train * (2 if feature_cache else 1)
     assert _history(run)["loss"][-1] < _history(run)["loss"][0]
 
 
@@ -159,9 +172,14 @@ def test_lite0_builder_loads_every_offline_array() -> None:
 
 
 def test_resuming_a_finished_run_only_reassembles_the_best_epoch(tmp_path: Path, samples_dir: Path) -> None:
+    from agebatch.models.card import load_card
+
     run = train(_tiny(samples_dir, tmp_path, epochs=2), log=lambda *_: None)
     before = _history(run)["epoch"]
+    first_wall = load_card(os.path.join(run, "modelA.keras")).training["wall_seconds"]
     os.remove(os.path.join(run, "modelA.keras"))
-    train(_tiny(samples_dir, tmp_path, epochs=2, resume=True), log=lambda *_: None)
+    train(_tiny(samples_dir, tmp_path, epochs=2, resume=True, mirror_tta=False), log=lambda *_: None)
     assert _history(run)["epoch"] == before == [0, 1], "no epoch was trained again"
-    assert os.path.isfile(os.path.join(run, "modelA.keras"))
+    card = load_card(os.path.join(run, "modelA.keras"))
+    assert card.training["wall_seconds"] > first_wall, "the reassembly adds its time to the training's"
+    assert card.training["test_time_augmentation"] is None and card.training["config"]["mirror_tta"] is False

@@ -14,7 +14,7 @@ from agebatch.backends.base import available_backends, kind_of
 from agebatch.errors import AgebatchError
 
 #: The better of Model A and Model B on validation age MAE (see README); `infer` uses it by default.
-DEFAULT_MODEL = "modelA"
+DEFAULT_MODEL = "modelB"
 
 
 def models_dir() -> str:

@@ -4,11 +4,14 @@ Run folder (``runs/NAME/``): ``NAME.keras`` (best weights), ``NAME.card.json``,
 ``history.csv`` and ``history.parquet``, ``curves.png``, ``checkpoints/`` (last and best
 epoch, ``state.json``), ``test_predictions.parquet``.
 
-Model B (EfficientNet-Lite0) trains on cached features: the ImageNet blocks below
-``cache_from_block`` stay frozen, so their output is computed once per face (and per
-augmented copy) and only the upper blocks and heads train, several times faster on a
-CPU. The shipped model is then assembled: frozen lower part + trained upper part, one
-flat Keras model with uint8 input.
+Model B (EfficientNet-Lite0) keeps the ImageNet blocks below ``train_from_block`` frozen
+(BatchNorm in inference mode): their backward pass at high resolution is most of the
+cost of a training step on a CPU, while the blocks above see freshly augmented faces
+every epoch. With ``feature_cache`` the frozen part's output is instead computed once
+per face and per augmented copy and only the upper blocks train on that cache (faster
+per epoch, but the few cached views overfit; README "Model B"); the shipped model is
+then assembled: frozen lower part + trained upper part, one flat Keras model with
+uint8 input.
 """
 
 from __future__ import annotations
@@ -70,9 +73,11 @@ class TrainConfig:
     stem: int = 32
     widths: tuple[int, ...] = (64, 128, 256, 384)
     depths: tuple[int, ...] = (2, 2, 3, 2)
-    # Model B feature cache
-    cache_from_block: int = 11
-    aug_copies: int = 4
+    # Model B (Lite0): blocks below this one stay frozen
+    train_from_block: int = 5
+    feature_cache: bool = False  # train the upper blocks on cached lower-block features
+    aug_copies: int = 4  # augmented copies per face in the feature cache
+    mirror_tta: bool = True  # ship the model averaged over each face and its mirror (models/tta.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -231,8 +236,11 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
     log(f"data: {data.counts}")
     tr, va = data.splits["train"], data.splits["val"]
 
-    cached = cfg.kind == "pretrained" and cfg.backbone == "efficientnet-lite0" and cfg.cache_from_block > 0
+    lite0 = cfg.kind == "pretrained" and cfg.backbone == "efficientnet-lite0"
+    cached = lite0 and cfg.feature_cache and cfg.train_from_block > 0
     model, arch, preprocessing = _build(cfg, size)
+    if lite0 and not cached:
+        _freeze_below(model, cfg.train_from_block)
     bottom, top = _split_lite0(model, cfg, size) if cached else (None, model)
     fit_model = top
     n_train = len(tr) * (1 + cfg.aug_copies) if cached else len(tr)
@@ -283,6 +291,10 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
     train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
     if cached:
         _copy_weights(fit_model, model)
+    if cfg.mirror_tta:
+        from agebatch.models.tta import with_mirror_tta
+
+        model = with_mirror_tta(model)
     return _finish(run, cfg, model, arch, preprocessing, data, state, n_train, time.perf_counter() - t_start, log)
 
 
@@ -318,13 +330,23 @@ def _dropout(cfg: TrainConfig) -> dict[str, float]:
     return {} if cfg.dropout is None else {"dropout": cfg.dropout}
 
 
+def _freeze_below(model: Any, first_block: int) -> None:
+    """Freeze Lite0's stem and blocks below `first_block` (frozen BatchNorm runs in inference mode)."""
+    import re
+
+    for layer in model.layers:
+        m = re.match(r"block(\d+)", layer.name)
+        if layer.name.startswith("stem") or (m is not None and int(m.group(1)) < first_block):
+            layer.trainable = False
+
+
 def _split_lite0(model: Any, cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
     """(frozen lower part of `model`: uint8 -> features, fresh upper part with the ImageNet weights)."""
     import keras
 
     from agebatch.models.pretrained import build_pretrained
 
-    k = cfg.cache_from_block - 1
+    k = cfg.train_from_block - 1
     names = {layer.name for layer in model.layers}
     split = f"block{k}_add" if f"block{k}_add" in names else f"block{k}_project_bn"
     bottom = keras.Model(model.inputs, model.get_layer(split).output, name="frozen_bottom")
@@ -333,7 +355,7 @@ def _split_lite0(model: Any, cfg: TrainConfig, size: tuple[int, int]) -> tuple[A
         weights="none",
         input_size=size,
         age_head=cfg.age_head,
-        first_block=cfg.cache_from_block,
+        first_block=cfg.train_from_block,
         name=cfg.run_name + "_top",  # type: ignore[arg-type]
         **_dropout(cfg),
     )
@@ -383,6 +405,15 @@ def _finish(
     import pyarrow.parquet as pq
 
     path = os.path.join(run, f"{cfg.run_name}.keras")
+    # A resumed run adds its time to the earlier invocations' (state, or the card of a run from before state kept it).
+    if "wall_seconds" not in state and cfg.resume and os.path.isfile(card_path(path)):
+        from agebatch.models.card import load_card
+
+        state["wall_seconds"] = load_card(path).training.get("wall_seconds", 0.0)
+    state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + seconds, 1)
+    from agebatch.jsonio import write_json_atomic
+
+    write_json_atomic(os.path.join(run, "checkpoints", "state.json"), state)
     model.save(path)
     metrics = {"val": _metrics(model, data.splits["val"]), "test": _metrics(model, data.splits["test"])}
     epoch_seconds = state.get("epoch_seconds", [])
@@ -409,7 +440,8 @@ def _finish(
             "train_samples_per_epoch": n_train,
             "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
             "train_images_per_s": round(n_train / float(np.median(epoch_seconds)), 1) if epoch_seconds else None,
-            "wall_seconds": round(seconds, 1),
+            "wall_seconds": state["wall_seconds"],
+            "test_time_augmentation": "mirror: mean of the face and its left-right mirror" if cfg.mirror_tta else None,
             "params": int(model.count_params()),
         },
         metrics=metrics,
