@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from agebatch.backends.base import check_batch
+from agebatch.backends.base import check_batch, predict_in_chunks
 from agebatch.errors import AgebatchError
 from agebatch.models.card import OUTPUT_AGE, OUTPUT_GENDER, load_card
 
@@ -45,10 +45,8 @@ class KerasBackend:
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import keras
 
-        x = check_batch(images, self.input_size)
-        ages, genders = [np.empty(0, np.float32)], [np.empty(0, np.float32)]
-        for lo in range(0, len(x), self.chunk):
-            out = self.model(x[lo : lo + self.chunk], training=False)  # type: ignore[operator]
-            ages.append(keras.ops.convert_to_numpy(out[OUTPUT_AGE]).astype(np.float32).reshape(-1))
-            genders.append(keras.ops.convert_to_numpy(out[OUTPUT_GENDER]).astype(np.float32).reshape(-1))
-        return np.concatenate(ages), np.concatenate(genders)
+        def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            out = self.model(x, training=False)  # type: ignore[operator]
+            return keras.ops.convert_to_numpy(out[OUTPUT_AGE]), keras.ops.convert_to_numpy(out[OUTPUT_GENDER])
+
+        return predict_in_chunks(run, check_batch(images, self.input_size), self.chunk)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends.base import check_batch
+from agebatch.backends.base import check_batch, predict_in_chunks
 from agebatch.errors import AgebatchError
 from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER
 
@@ -50,15 +50,11 @@ class OnnxRuntimeBackend:
         return self.card.input_size
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = check_batch(images, self.input_size)
-        ages, genders = [], []
         # Large batches run as chunks: on a CPU, ORT's throughput falls past ~64 faces per call
         # (measured: Model A 2,362 img/s at 64 vs 2,129 at 256; Lite0 553 vs 397), as
         # the activations stop fitting in cache. Callers keep any batch size they like.
-        for lo in range(0, len(x), self.chunk):
-            age, gender = self.session.run([OUTPUT_AGE, OUTPUT_GENDER], {INPUT_NAME: x[lo : lo + self.chunk]})
-            ages.append(np.asarray(age, np.float32).reshape(-1))
-            genders.append(np.asarray(gender, np.float32).reshape(-1))
-        if not ages:
-            return np.empty(0, np.float32), np.empty(0, np.float32)
-        return np.concatenate(ages), np.concatenate(genders)
+        return predict_in_chunks(
+            lambda x: tuple(self.session.run([OUTPUT_AGE, OUTPUT_GENDER], {INPUT_NAME: x})),  # type: ignore[arg-type, return-value]
+            check_batch(images, self.input_size),
+            self.chunk,
+        )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,9 +30,10 @@ import numpy as np
 from agebatch import __version__
 from agebatch.decode import DecodeOptions
 from agebatch.errors import AgebatchError
+from agebatch.jsonio import read_json, write_json_atomic
 from agebatch.manifest import SplitSpec
 from agebatch.metrics import summarize
-from agebatch.models.card import ModelCard, card_path
+from agebatch.models.card import ModelCard, card_path, load_card
 from agebatch.models.heads import AGE_BIN_CENTERS
 from agebatch.train.augment import augment_batch
 from agebatch.train.data import Split, TrainingData, load_training_data
@@ -187,8 +189,6 @@ def _run_state_callback(run: str, cfg: TrainConfig, state: dict[str, Any]) -> An
             else:
                 state["wait"] = state.get("wait", 0) + 1
             self.model.save(os.path.join(ckpt, "last.keras"))
-            from agebatch.jsonio import write_json_atomic
-
             write_json_atomic(os.path.join(ckpt, "state.json"), state)
             if state["wait"] >= cfg.patience:
                 self.model.stop_training = True
@@ -250,8 +250,6 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
     train_model = _training_model(fit_model, cfg.age_head)
     ckpt_dir = os.path.join(run, "checkpoints")
     if cfg.resume:
-        from agebatch.jsonio import read_json
-
         state = read_json(os.path.join(ckpt_dir, "state.json"), missing="checkpoint state.json missing; cannot resume")
         try:
             train_model.load_weights(os.path.join(ckpt_dir, "last.keras"))
@@ -332,8 +330,6 @@ def _dropout(cfg: TrainConfig) -> dict[str, float]:
 
 def _freeze_below(model: Any, first_block: int) -> None:
     """Freeze Lite0's stem and blocks below `first_block` (frozen BatchNorm runs in inference mode)."""
-    import re
-
     for layer in model.layers:
         m = re.match(r"block(\d+)", layer.name)
         if layer.name.startswith("stem") or (m is not None and int(m.group(1)) < first_block):
@@ -407,12 +403,8 @@ def _finish(
     path = os.path.join(run, f"{cfg.run_name}.keras")
     # A resumed run adds its time to the earlier invocations' (state, or the card of a run from before state kept it).
     if "wall_seconds" not in state and cfg.resume and os.path.isfile(card_path(path)):
-        from agebatch.models.card import load_card
-
         state["wall_seconds"] = load_card(path).training.get("wall_seconds", 0.0)
     state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + seconds, 1)
-    from agebatch.jsonio import write_json_atomic
-
     write_json_atomic(os.path.join(run, "checkpoints", "state.json"), state)
     model.save(path)
     metrics = {"val": _metrics(model, data.splits["val"]), "test": _metrics(model, data.splits["test"])}
