@@ -5,7 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 POOL   ?= ../shared/data/utkface
 EXTRAS ?= dev,train,ray
-STAMP  := $(VENV)/.installed-$(EXTRAS)
+TRT_STUBS ?= 10.13.0.35.1
+STAMP  := $(VENV)/.installed-$(EXTRAS)-$(TRT_STUBS)
 
 .PHONY: install test lint fmt bench demo ship clean
 
@@ -15,11 +16,13 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --no-deps 'tensorrt-stubs==$(TRT_STUBS)'
 	touch $@
 
 lint: install
 	$(BIN)/ruff check agebatch tests
 	$(BIN)/ruff format --check agebatch tests
+	$(BIN)/pyright
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -21,6 +21,11 @@ import numpy as np
 from agebatch.decode import DecodeOptions, decode_into, limit_opencv_threads
 from agebatch.parallel import ordered_map
 from agebatch.sources import Item
+
+
+def ok_mask(errors: Sequence[str | None]) -> np.ndarray:
+    """The rows that decoded (and so can be predicted): True where there is no error."""
+    return np.fromiter((e is None for e in errors), dtype=bool, count=len(errors))
 
 
 @dataclass(slots=True)
@@ -41,7 +46,7 @@ class Batch:
 
     @property
     def ok(self) -> np.ndarray:
-        return np.fromiter((e is None for e in self.errors), dtype=bool, count=len(self.errors))
+        return ok_mask(self.errors)
 
     @property
     def n_errors(self) -> int:

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from agebatch.artifacts import sha256_file, write_sidecar
+from agebatch.backends.registry import load_backend
+from agebatch.batching import iter_batches
 from agebatch.errors import AgebatchError
+from agebatch.export import convert_fp16, export_onnx, parity  # each imports its converter when called
+from agebatch.models.card import ModelCard
+from agebatch.sources import iter_items, samples_dir
 
 MAX_PARITY_FACES = 512
 
@@ -24,16 +29,15 @@ class BuildResult:
     parity: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def calibration_faces(folder: str, card: Any, limit: int = MAX_PARITY_FACES) -> np.ndarray:
+def calibration_faces(folder: str, card: ModelCard, limit: int = MAX_PARITY_FACES) -> np.ndarray:
     """Up to `limit` decoded faces spread evenly over `folder`'s listing, as the model sees them.
 
     Evenly spaced, not the first N: sorted UTKFace names start with one narrow range of ages.
     """
-    from agebatch.batching import iter_batches
-    from agebatch.sources import iter_items
-
     listing = list(iter_items(folder, labels="none"))  # paths only
-    spots = np.unique(np.linspace(0, len(listing) - 1, min(limit, len(listing))).round().astype(int)) if listing else []
+    spots: list[int] | np.ndarray = (
+        np.unique(np.linspace(0, len(listing) - 1, min(limit, len(listing))).round().astype(int)) if listing else []
+    )
     picks = [listing[i] for i in spots]
     batches = list(iter_batches(picks, batch_size=max(1, len(picks)), options=card.decode_options()))
     images = np.concatenate([b.images[b.ok] for b in batches]) if batches else np.empty((0, *card.input_size, 3), np.uint8)
@@ -54,8 +58,6 @@ def build_engine(
     out_dir: str = "engines",
 ) -> BuildResult:
     """Export `model_path` to ONNX (FP32, plus FP16 when asked), check parity, and build a TensorRT engine if targeted."""
-    from agebatch.backends.base import load_backend
-
     if not (1 <= min_batch <= opt_batch <= max_batch):
         raise AgebatchError(f"batch profile must satisfy 1 <= min <= opt <= max (got {min_batch}, {opt_batch}, {max_batch})")
     if target == "tensorrt":
@@ -64,8 +66,6 @@ def build_engine(
         require_tensorrt()  # fail before minutes of export work
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir, exist_ok=True)
-    from agebatch.sources import samples_dir
-
     reference = load_backend(model_path, "keras")
     card = reference.card
     faces = calibration_faces(calib or samples_dir(), card)
@@ -90,8 +90,6 @@ def build_engine(
         )
         result.parity[artifact] = stats
         result.artifacts.append(artifact)
-
-    from agebatch.export import convert_fp16, export_onnx, parity
 
     onnx_for_trt = export_onnx(reference.model, f"{stem}.fp32.onnx")  # type: ignore[attr-defined]
     finish(onnx_for_trt, "onnx", "fp32", {})

@@ -22,3 +22,19 @@ class AgebatchError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+# One wording for "something is already there" across infer, manifest, train and build-engine.
+def already_exists(what: str) -> AgebatchError:
+    """An output that would be replaced: only --overwrite does that."""
+    return AgebatchError(f"{what} already exists; pass --overwrite to replace it")
+
+
+def unfinished(what: str) -> AgebatchError:
+    """An interrupted run's saved work: --resume continues it, --overwrite starts over."""
+    return AgebatchError(f"{what} exists; pass --resume to continue it or --overwrite to start over")
+
+
+def already_complete(what: str) -> AgebatchError:
+    """--resume on finished work."""
+    return AgebatchError(f"{what} is already complete; pass --overwrite to compute it again")

@@ -1,6 +1,6 @@
 """`agebatch evaluate` and `agebatch compare`: metrics of models on one split of labelled data.
 
-Both reuse the manifest (content-hash split) and `run_infer` (predictions and summary),
+Both reuse the manifest (content-hash split) and the inference pipeline (predictions and summary),
 so a model is scored by exactly the code that serves it, and every number comes from
 `agebatch.metrics`.
 """
@@ -11,13 +11,15 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from agebatch.errors import AgebatchError
-from agebatch.infer import InferResult, run_infer
 from agebatch.manifest import SplitSpec, build_manifest
 from agebatch.metrics import ScopeMetrics
+from agebatch.pipeline.job import InferJob
+from agebatch.pipeline.run import InferResult, run_infer
 
 
 @dataclass(slots=True)
@@ -43,7 +45,7 @@ def split_manifest(data: str, folder: str, *, split: str, spec: SplitSpec) -> st
     table = pq.read_table(full)
     table = table.filter(pc.and_(pc.is_valid(table.column("age")), pc.is_valid(table.column("gender"))))
     if split != "all":
-        table = table.filter(pc.equal(table.column("split").cast("string"), split))
+        table = table.filter(pc.equal(table.column("split").cast(pa.string()), pa.scalar(split)))
     if table.num_rows == 0:
         raise AgebatchError(f"no labelled faces of {data} fall in the '{split}' split")
     out = os.path.join(folder, f"{split}.parquet")
@@ -66,7 +68,7 @@ def evaluate(
     spec = spec or SplitSpec()
     with tempfile.TemporaryDirectory(prefix="agebatch-eval-") as tmp:
         manifest = split_manifest(data, tmp, split=split, spec=spec)
-        result = run_infer(manifest, out, model=model, backend=backend, overwrite=overwrite, workers=workers)
+        result = run_infer(InferJob(manifest, out, model=model, backend=backend, overwrite=overwrite, workers=workers))
     return Evaluation(model, split, result)
 
 

@@ -13,12 +13,12 @@ so it stays FP32 at no measurable cost. Parity is checked after every build.
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 import numpy as np
 
+from agebatch.atomic import AtomicFile
 from agebatch.models.card import INPUT_NAME
 
 #: Nodes whose Keras layer name starts with "age" (tf2onnx names them "model/age_bins_1/MatMul").
@@ -38,9 +38,8 @@ def export_onnx(model: Any, path: str, *, opset: int = DEFAULT_OPSET) -> str:
     def serve(image: Any) -> Any:
         return model(image, training=False)
 
-    tmp = path + ".tmp"
-    tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset, output_path=tmp)
-    os.replace(tmp, path)
+    with AtomicFile(path) as out:
+        tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset, output_path=out.tmp)
     return path
 
 
@@ -60,9 +59,8 @@ def convert_fp16(src: str, dst: str) -> list[str]:
         node_block_list=keep,
         op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Softmax"],
     )
-    tmp = dst + ".tmp"
-    onnx.save(fp16, tmp)
-    os.replace(tmp, dst)
+    with AtomicFile(dst) as out:
+        onnx.save(fp16, out.tmp)
     return keep
 
 

@@ -58,3 +58,8 @@ SUMMARY = pa.schema(
         pa.field("gender_accuracy", pa.float64()),
     ]
 )
+
+
+def predictions_schema(labels: bool) -> pa.Schema:
+    """The predictions table's schema, with the label columns when the inputs carry labels."""
+    return pa.schema(list(PREDICTIONS) + (PREDICTION_LABELS if labels else []))

@@ -1,9 +1,9 @@
 """Incremental Parquet writing that never leaves a file looking complete when it is not.
 
-Rows go to a hidden temporary file beside the target (same folder, so the final
-rename is atomic on POSIX); only `close()` after a successful run fsyncs it and
-renames it to the requested name. A crash, Ctrl-C or `kill -9` leaves at most a
-``.NAME.tmp-XXXX`` file, never a truncated ``NAME``.
+Rows go to a hidden temporary file beside the target (`agebatch.atomic`); only
+`close()` after a successful run fsyncs it and renames it to the requested name. A
+crash, Ctrl-C or `kill -9` leaves at most a ``.NAME.tmp-XXXX`` file, never a
+truncated ``NAME``; any failure the process survives removes the temporary file.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import contextlib
 import datetime as _dt
 import errno
 import os
-import uuid
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agebatch import __version__
-from agebatch.errors import EXIT_FAILED, AgebatchError
+from agebatch.atomic import AtomicFile
+from agebatch.errors import EXIT_FAILED, AgebatchError, already_exists
 from agebatch.schemas import META_CREATED, META_ROWS, META_VERSION
 
 
@@ -40,7 +40,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
     if os.path.isdir(path):
         raise AgebatchError(f"output {path} is a folder; give a file name")
     if os.path.exists(path) and not overwrite:
-        raise AgebatchError(f"output {path} already exists; pass --overwrite to replace it")
+        raise already_exists(f"output {path}")
     if not os.path.isdir(folder):
         raise AgebatchError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -62,11 +62,11 @@ class ParquetWriter:
         *,
         metadata: Mapping[str, str] | None = None,
         overwrite: bool = False,
-        compression: str = "zstd",
+        compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd",
     ) -> None:
         self.path = check_output_path(path, overwrite=overwrite)
-        folder, name = os.path.split(os.path.abspath(self.path))
-        self.tmp_path = os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        self._file = AtomicFile(self.path)
+        self.tmp_path = self._file.tmp
         meta = {
             META_VERSION: __version__,
             META_CREATED: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -78,6 +78,7 @@ class ParquetWriter:
         try:
             self._writer = pq.ParquetWriter(self.tmp_path, self.schema, compression=compression)
         except OSError as e:
+            self._file.abort()  # the open may have created the file before failing
             raise _io_error(self.path, e) from e
 
     def write(self, data: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> None:
@@ -102,9 +103,7 @@ class ParquetWriter:
         try:
             self._writer.add_key_value_metadata({META_ROWS: str(self.rows), **(metadata or {})})
             self._writer.close()
-            with open(self.tmp_path, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(self.tmp_path, self.path)
+            self._file.commit()
         except OSError as e:
             self.abort()
             raise _io_error(self.path, e) from e
@@ -118,8 +117,7 @@ class ParquetWriter:
         self._closed = True
         with contextlib.suppress(Exception):
             self._writer.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp_path)
+        self._file.abort()
 
     def __enter__(self) -> ParquetWriter:
         return self

@@ -40,7 +40,7 @@ def test_version() -> None:
 
 def test_manifest_command(tmp_path: Path, samples_dir: Path) -> None:
     out = tmp_path / "m.parquet"
-    r = CliRunner().invoke(main, ["manifest", str(samples_dir), "--out", str(out), "--seed", "3", "--drop-conflicts"])
+    r = CliRunner().invoke(main, ["manifest", str(samples_dir), "--out", str(out), "--split-seed", "3", "--drop-conflicts"])
     assert r.exit_code == 0, r.output
     assert "groups with conflicting labels" in r.output
     assert pq.read_table(out).num_rows == len(list(samples_dir.glob("*.jpg"))) - 2

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, tf2onnx) to build and export models")
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends.base import load_backend
+from agebatch.backends.registry import load_backend
 from agebatch.cli import main
 from agebatch.engine import build_engine, calibration_faces
 from agebatch.errors import AgebatchError
@@ -123,7 +123,7 @@ def test_corrupt_keras_model_is_a_clear_error(tmp_path: Path, tiny_model: Path) 
 
 
 def _tensorrt_ready() -> bool:
-    from agebatch.backends.base import available_backends
+    from agebatch.backends.registry import available_backends
 
     return "tensorrt" in available_backends()
 
@@ -158,7 +158,7 @@ def test_cpu_inference_does_not_import_tensorflow(built, samples_dir: Path) -> N
     out, _ = built
     code = (
         "import sys\n"
-        "from agebatch.backends import load_backend\n"
+        "from agebatch.backends.registry import load_backend\n"
         "from agebatch.engine import calibration_faces\n"
         f"b = load_backend({str(out / 'tiny.fp16.onnx')!r})\n"
         f"age, p = b.predict(calibration_faces({str(samples_dir)!r}, b.card))\n"

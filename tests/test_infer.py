@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from agebatch.errors import AgebatchError
-from agebatch.infer import parts_dir, run_infer
+from agebatch.pipeline.job import InferJob
+from agebatch.pipeline.run import run_infer
+from agebatch.pipeline.shards import parts_dir
 from agebatch.sources import iter_items
 from agebatch.writer import read_metadata
 
@@ -45,7 +47,7 @@ def _many_faces(dst: Path, samples_dir: Path, copies: int) -> Path:
 def test_every_input_gets_one_row_in_order(tmp_path: Path, fault_folder, onnx_model: str) -> None:
     folder, expect = fault_folder
     out = tmp_path / "p.parquet"
-    result = run_infer(str(folder), str(out), model=onnx_model, batch_size=4)
+    result = run_infer(InferJob(str(folder), str(out), model=onnx_model, batch_size=4))
     table = pq.read_table(out)
     rows = table.to_pylist()
     assert [r["path"] for r in rows] == [i.key for i in iter_items(folder)], "one row per input, in input order"
@@ -74,7 +76,7 @@ def test_summary_matches_the_predictions(tmp_path: Path, samples_dir: Path, onnx
     from agebatch.metrics import summarize
 
     out = tmp_path / "p.parquet"
-    result = run_infer(str(samples_dir), str(out), model=onnx_model)
+    result = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model))
     t = pq.read_table(out).to_pydict()
     expected = summarize(
         np.array(t["age"]), np.array(t["gender_prob"]), np.array(t["age_true"], float), np.array(t["gender_true"], float)
@@ -98,9 +100,9 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
     unlabelled.mkdir()
     for i, f in enumerate(faces):
         shutil.copy(f, unlabelled / f"img{i}.jpg")
-    r = run_infer(str(tmp_path / "m.parquet"), str(tmp_path / "a.parquet"), model=onnx_model, limit=3)
+    r = run_infer(InferJob(str(tmp_path / "m.parquet"), str(tmp_path / "a.parquet"), model=onnx_model, limit=3))
     assert r.inputs == 3 and pq.read_table(tmp_path / "a.parquet").column("path").to_pylist() == [str(f) for f in faces[:3]]
-    r = run_infer(str(unlabelled), str(tmp_path / "b.parquet"), model=onnx_model)
+    r = run_infer(InferJob(str(unlabelled), str(tmp_path / "b.parquet"), model=onnx_model))
     assert pq.read_table(tmp_path / "b.parquet").column_names == ["path", "age", "gender_prob", "gender", "error"]
     assert r.summary_path is None and not (tmp_path / "b.summary.parquet").exists()
 
@@ -108,7 +110,7 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
     src = _many_faces(tmp_path / "faces", samples_dir, 40)  # 1,560 inputs
     clean = tmp_path / "clean.parquet"
-    run_infer(str(src), str(clean), model=onnx_model, batch_size=16, shard_rows=64)
+    run_infer(InferJob(str(src), str(clean), model=onnx_model, batch_size=16, shard_rows=64))
     out = tmp_path / "p.parquet"
     args = [
         "infer",
@@ -146,12 +148,12 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, samples
 
 def test_existing_output_and_resume_rules(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
     out = tmp_path / "p.parquet"
-    run_infer(str(samples_dir), str(out), model=onnx_model)
+    run_infer(InferJob(str(samples_dir), str(out), model=onnx_model))
     with pytest.raises(AgebatchError, match="already exists"):
-        run_infer(str(samples_dir), str(out), model=onnx_model)
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model))
     with pytest.raises(AgebatchError, match="already complete"):
-        run_infer(str(samples_dir), str(out), model=onnx_model, resume=True)
-    r = run_infer(str(samples_dir), str(out), model=onnx_model, overwrite=True)
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, resume=True))
+    r = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, overwrite=True))
     assert r.inputs == 39
 
 

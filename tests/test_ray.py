@@ -12,8 +12,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="needs the [ray] extra")
 
 from agebatch.errors import AgebatchError  # noqa: E402
-from agebatch.infer import SUCCESS, run_infer  # noqa: E402
-from agebatch.ray_infer import RayOptions  # noqa: E402
+from agebatch.pipeline.job import InferJob, RayOptions  # noqa: E402
+from agebatch.pipeline.run import run_infer  # noqa: E402
+from agebatch.pipeline.shards import SUCCESS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,8 @@ def _rows(folder: Path) -> dict[str, list]:
 
 def test_ray_rows_equal_the_local_run(tmp_path: Path, fault_folder, onnx_model: str, local_ray) -> None:
     folder, expect = fault_folder
-    local = run_infer(str(folder), str(tmp_path / "local.parquet"), model=onnx_model, batch_size=8)
-    remote = run_infer(str(folder), str(tmp_path / "ray"), model=onnx_model, batch_size=8, ray=local_ray)
+    local = run_infer(InferJob(str(folder), str(tmp_path / "local.parquet"), model=onnx_model, batch_size=8))
+    remote = run_infer(InferJob(str(folder), str(tmp_path / "ray"), model=onnx_model, batch_size=8, ray=local_ray))
     a = pq.read_table(tmp_path / "local.parquet").to_pydict()
     b = _rows(tmp_path / "ray")
     assert b["path"] == a["path"], "every input once, in the same order"
@@ -53,19 +54,21 @@ def test_ray_rows_equal_the_local_run(tmp_path: Path, fault_folder, onnx_model: 
 
 def test_ray_resume_skips_completed_shards(tmp_path: Path, samples_dir: Path, onnx_model: str, local_ray) -> None:
     out = tmp_path / "ray"
-    run_infer(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray)
+    run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray))
     shards = sorted(out.glob("part-*.parquet"))
     assert len(shards) == 5  # 39 rows in shards of 8
     with pytest.raises(AgebatchError, match="already complete"):
-        run_infer(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True)
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True))
     # Simulate a run that died after three shards.
     (out / SUCCESS).unlink()
     for s in shards[3:]:
         s.unlink()
     kept = {s.name: os.stat(s).st_mtime_ns for s in shards[:3]}
     with pytest.raises(AgebatchError, match="--resume"):
-        run_infer(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray)
-    result = run_infer(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True)
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray))
+    result = run_infer(
+        InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True)
+    )
     assert result.resumed_rows == 24 and result.inputs == 39
     assert {s.name: os.stat(s).st_mtime_ns for s in shards[:3]} == kept, "completed shards are not recomputed"
     assert _rows(out)["path"] == sorted(str(p) for p in samples_dir.glob("*.jpg"))

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends import load_backend
+from agebatch.backends.registry import load_backend
+from agebatch.backends.resolve import resolve
 from agebatch.engine import calibration_faces
 from agebatch.models.card import load_card
-from agebatch.models.shipped import DEFAULT_MODEL, models_dir, resolve
+from agebatch.models.shipped import DEFAULT_MODEL, models_dir
 
 MODELS = Path(models_dir())
 
@@ -29,9 +30,9 @@ def test_shipped_model_files(name: str) -> None:
 
 
 def test_default_model_runs_through_its_onnx_export() -> None:
-    artifact, backend = resolve(None, "auto")
-    assert backend in ("onnxruntime", "tensorrt")
-    assert Path(artifact).name.startswith(DEFAULT_MODEL)
+    model = resolve(None, "auto")
+    assert model.backend in ("onnxruntime", "tensorrt")
+    assert Path(model.artifact).name.startswith(DEFAULT_MODEL)
 
 
 @pytest.mark.parametrize("name", ["modelA", "modelB"])

@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow)")
 
 from agebatch.errors import AgebatchError
-from agebatch.train.trainer import TrainConfig, train
+from agebatch.train.config import TrainConfig
+from agebatch.train.trainer import train
 
 WEIGHTS = Path(__file__).resolve().parent.parent.parent / "shared" / "weights"
 
@@ -65,7 +66,7 @@ def test_loss_goes_down(tiny_run: str) -> None:
 
 
 def test_saved_model_reloads_to_the_recorded_metrics(tiny_run: str, samples_dir: Path) -> None:
-    from agebatch.backends import load_backend
+    from agebatch.backends.registry import load_backend
     from agebatch.decode import DecodeOptions
     from agebatch.manifest import SplitSpec
     from agebatch.metrics import summarize

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, tf2onnx)")
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends import load_backend
+from agebatch.backends.registry import load_backend
 from agebatch.engine import build_engine, calibration_faces
 from agebatch.models.card import card_path, load_card
 

@@ -1,5 +1,7 @@
-"""Inference backends behind one interface; see `agebatch.backends.base`."""
+"""Ways of running a model, behind one interface (`base.Backend`) and one registry (`registry`).
 
-from agebatch.backends.base import Backend, available_backends, load_backend
-
-__all__ = ["Backend", "available_backends", "load_backend"]
+`registry.load_backend(artifact)` opens a model file with the runtime its type calls
+for; `resolve.resolve(model)` picks a .keras model's fastest verified export. Only the
+chosen runtime is ever imported. This package's ``__init__`` imports nothing, so
+importing one backend module never drags in the others.
+"""

@@ -47,6 +47,8 @@ class KerasBackend:
 
         def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             out = self.model(x, training=False)  # type: ignore[operator]
-            return keras.ops.convert_to_numpy(out[OUTPUT_AGE]), keras.ops.convert_to_numpy(out[OUTPUT_GENDER])
+            return np.asarray(keras.ops.convert_to_numpy(out[OUTPUT_AGE])), np.asarray(
+                keras.ops.convert_to_numpy(out[OUTPUT_GENDER])
+            )
 
         return predict_in_chunks(run, check_batch(images, self.input_size), self.chunk)

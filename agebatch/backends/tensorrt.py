@@ -15,32 +15,38 @@ elsewhere, saying why).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends.base import check_batch, gpu_available
+from agebatch.atomic import write_bytes_atomic
+from agebatch.backends.base import check_batch
+from agebatch.backends.probe import gpu_available, module_installed
 from agebatch.errors import AgebatchError
 from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER
 
+if TYPE_CHECKING:
+    import tensorrt as trt
 
-def require_tensorrt() -> Any:
-    """Import TensorRT and check for a GPU, or say in one sentence what is missing."""
-    try:
-        import tensorrt as trt
-    except ImportError:
+
+def require_tensorrt() -> None:
+    """Check that TensorRT and a GPU are here, or say in one sentence what is missing.
+
+    Callers then ``import tensorrt as trt`` themselves, so the type checker sees the
+    real module (``tensorrt-stubs``) and verifies every call below against its API.
+    """
+    if not module_installed("tensorrt"):
         raise AgebatchError(
             "TensorRT is not installed (pip install 'agebatch[gpu]' on a machine with an NVIDIA GPU); "
             "`--target onnx` builds a portable engine instead."
-        ) from None
+        )
     if not gpu_available():
         raise AgebatchError("no CUDA GPU is visible (checked through CuPy); `--target onnx` builds a portable engine instead.")
-    return trt
 
 
 def device_info() -> dict[str, str]:
-    import cupy
+    import cupy  # pyright: ignore[reportMissingImports]
 
     dev = cupy.cuda.Device()
     props = cupy.cuda.runtime.getDeviceProperties(dev.id)
@@ -52,7 +58,9 @@ def build_engine_file(
     onnx_path: str, engine_path: str, *, min_batch: int, opt_batch: int, max_batch: int, timing_cache: str
 ) -> dict[str, Any]:
     """Parse `onnx_path` strongly typed, build with a batch profile and a timing cache, write `engine_path`."""
-    trt = require_tensorrt()
+    require_tensorrt()
+    import tensorrt as trt
+
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -61,10 +69,11 @@ def build_engine_file(
         if not parser.parse(f.read()):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise AgebatchError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    shape = tuple(network.get_input(0).shape)[1:]
+    dims = network.get_input(0).shape
+    shape = [dims[i] for i in range(1, len(dims))]  # Dims indexes but does not promise iteration
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (min_batch, *shape), (opt_batch, *shape), (max_batch, *shape))
+    profile.set_shape(INPUT_NAME, *(trt.Dims([n, *shape]) for n in (min_batch, opt_batch, max_batch)))
     config.add_optimization_profile(profile)
     cache_bytes = b""
     if os.path.isfile(timing_cache):
@@ -75,20 +84,18 @@ def build_engine_file(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise AgebatchError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)", 1)
-    tmp = engine_path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(serialized)
-    os.replace(tmp, engine_path)
-    with open(timing_cache, "wb") as f:
-        f.write(config.get_timing_cache().serialize())
+    write_bytes_atomic(engine_path, bytes(memoryview(serialized)))
+    timing = config.get_timing_cache()
+    if timing is not None:
+        write_bytes_atomic(timing_cache, bytes(memoryview(timing.serialize())))
     return {"version": trt.__version__, **device_info(), "strongly_typed": True}
 
 
 class _Slot:
     """One in-flight chunk: its execution context, stream and buffers."""
 
-    def __init__(self, engine: Any, max_batch: int, size: tuple[int, int]) -> None:
-        import cupy
+    def __init__(self, engine: trt.ICudaEngine, max_batch: int, size: tuple[int, int]) -> None:
+        import cupy  # pyright: ignore[reportMissingImports]
 
         self.context = engine.create_execution_context()
         self.stream = cupy.cuda.Stream(non_blocking=True)
@@ -106,12 +113,13 @@ class _Slot:
         n = len(chunk)
         self.host_in[:n] = chunk
         self.dev_in[:n].set(self.host_in[:n], stream=self.stream)
-        self.context.set_input_shape(INPUT_NAME, (n, *chunk.shape[1:]))
-        self.context.set_tensor_address(INPUT_NAME, self.dev_in.data.ptr)
+        # Each call reports failure by returning False (a shape outside the profile, a bad address), not by raising.
+        ok = self.context.set_input_shape(INPUT_NAME, (n, *chunk.shape[1:]))
+        ok = self.context.set_tensor_address(INPUT_NAME, self.dev_in.data.ptr) and ok
         for k, buf in self.dev_out.items():
-            self.context.set_tensor_address(k, buf.data.ptr)
-        if not self.context.execute_async_v3(self.stream.ptr):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
+            ok = self.context.set_tensor_address(k, buf.data.ptr) and ok
+        if not ok or not self.context.execute_async_v3(self.stream.ptr):
+            raise RuntimeError(f"TensorRT refused a chunk of {n} (input shape, tensor addresses or execute_async_v3)")
         for k, buf in self.dev_out.items():
             buf[:n].get(stream=self.stream, out=self.host_out[k][:n])
         self.pending = n
@@ -126,7 +134,9 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, path: str, *, slots: int = 2) -> None:
-        trt = require_tensorrt()
+        require_tensorrt()
+        import tensorrt as trt
+
         meta = read_sidecar(path, kind="tensorrt")
         built = meta.get("tensorrt", {})
         here = {"version": trt.__version__, **device_info()}

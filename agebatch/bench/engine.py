@@ -44,7 +44,7 @@ def _time(fn: object, batch: np.ndarray, seconds: float) -> tuple[int, float]:
 def run_engine_bench(
     artifact: str, batch_sizes: list[int], *, seconds: float = 3.0, keras_model: str | None = None
 ) -> list[EngineRun]:
-    from agebatch.backends.base import load_backend
+    from agebatch.backends.registry import load_backend
     from agebatch.engine import calibration_faces
     from agebatch.sources import samples_dir
 

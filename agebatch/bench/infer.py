@@ -12,8 +12,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
+
+from agebatch.errors import EXIT_FAILED, AgebatchError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,8 +39,6 @@ def run_measured(label: str, images: int, args: list[str]) -> ProcessRun:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        from agebatch.errors import EXIT_FAILED, AgebatchError
-
         raise AgebatchError(f"{label} failed (exit {proc.returncode}): {err.strip()[-2000:]}", EXIT_FAILED)
     rss = usage.ru_maxrss / 2**20 if sys.platform == "darwin" else usage.ru_maxrss / 1024
     return ProcessRun(label, images, seconds, rss, proc.returncode)
@@ -48,23 +48,19 @@ def run_infer_bench(
     source: str, model: str, *, limit: int = 2000, full: bool = True, workers: int | None = None
 ) -> list[ProcessRun]:
     from agebatch.bench.decode import warm_cache
+    from agebatch.pipeline.job import InferJob
 
     total = warm_cache(source, None)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = [sys.executable, "-m", "agebatch", "infer", source, "--model", model, "--overwrite"]
-        if workers is not None:
-            base += ["--workers", str(workers)]
-        runs.append(
-            run_measured(
-                "seeds loop", limit, [sys.executable, "-m", "agebatch.bench.seeds_loop", source, model, "--limit", str(limit)]
-            )
-        )
-        runs.append(
-            run_measured("agebatch infer", limit, [*base, "--out", os.path.join(tmp, "a.parquet"), "--limit", str(limit)])
-        )
+        head = InferJob(source, os.path.join(tmp, "a.parquet"), model=model, overwrite=True, workers=workers, limit=limit)
+        everything = replace(head, out=os.path.join(tmp, "b.parquet"), limit=None)
+        agebatch = [sys.executable, "-m", "agebatch", "infer"]
+        seeds = [sys.executable, "-m", "agebatch.bench.seeds_loop", source, model, "--limit", str(limit)]
+        runs.append(run_measured("seeds loop", limit, seeds))
+        runs.append(run_measured("agebatch infer", limit, [*agebatch, *head.cli_args()]))
         if full:
-            runs.append(run_measured("agebatch infer (all)", total, [*base, "--out", os.path.join(tmp, "b.parquet")]))
+            runs.append(run_measured("agebatch infer (all)", total, [*agebatch, *everything.cli_args()]))
     return runs
 
 

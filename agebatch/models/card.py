@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agebatch.errors import AgebatchError
 from agebatch.jsonio import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from agebatch.decode import DecodeOptions
 
 CARD_FORMAT = "agebatch.model_card"
 CARD_VERSION = 1
@@ -47,7 +50,7 @@ class ModelCard:
         return {"format": CARD_FORMAT, "version": CARD_VERSION, **d}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "model card") -> ModelCard:
+    def from_dict(cls, d: Any, where: str = "model card") -> ModelCard:
         if not isinstance(d, dict) or d.get("format") != CARD_FORMAT:
             raise AgebatchError(f"{where} is not an agebatch model card")
         if d.get("version") != CARD_VERSION:
@@ -71,11 +74,11 @@ class ModelCard:
         except (KeyError, TypeError, ValueError) as e:
             raise AgebatchError(f"{where} is malformed: {e}") from e
 
-    def decode_options(self) -> Any:
+    def decode_options(self) -> DecodeOptions:
         """The decode settings this model was trained with."""
-        from agebatch.decode import DecodeOptions
+        from agebatch.decode import DecodeOptions  # lazy: OpenCV is not needed to read a card
 
-        return DecodeOptions(size=self.input_size, interpolation=self.interpolation, fit=self.fit)  # type: ignore[arg-type]
+        return DecodeOptions(size=self.input_size, interpolation=self.interpolation, fit=self.fit)  # type: ignore[arg-type]  # validated there
 
     def save(self, path: str | os.PathLike[str]) -> None:
         write_json_atomic(path, self.to_dict())

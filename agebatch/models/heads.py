@@ -42,7 +42,8 @@ def heads(features: Any, *, age_head: AgeHead = "bins", hidden: int = 128, dropo
         expect.set_weights([AGE_BIN_CENTERS.reshape(-1, 1)])
     elif age_head == "regression":
         # Start near the pool's mean age so early epochs do not waste steps on the offset.
-        age = layers.Dense(1, name="age", bias_initializer=initializers.Constant(33.0))(a)
+        start = initializers.Constant(33.0)
+        age = layers.Dense(1, name="age", bias_initializer=start)(a)  # pyright: ignore[reportArgumentType]  # Keras infers str from its default
     else:
         raise ValueError(f"unknown age head {age_head!r}")
     g = layers.Dense(hidden // 2, activation="relu", name="gender_hidden")(x)

@@ -10,6 +10,7 @@ preprocessing is recorded once, in `BACKBONES`, and becomes the model's first la
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +148,7 @@ def load_lite0_weights(model: Any, weights_path: str) -> int:
         for layer in model.layers:
             if layer.name not in names or not layer.weights:
                 continue
-            g = f[layer.name]
+            g: Any = f[layer.name]  # h5py's types cannot say a group holds datasets
             arrays = [g[w.decode() if isinstance(w, bytes) else w][()] for w in g.attrs["weight_names"]]
             current = layer.get_weights()
             if [a.shape for a in arrays] != [c.shape for c in current]:
@@ -187,7 +188,7 @@ def build_pretrained(
     if backbone == "mobilenetv2-0.35":
         if first_block:
             raise AgebatchError("feature caching (first_block) is implemented for efficientnet-lite0 only")
-        base = keras.applications.MobileNetV2(input_shape=(*input_size, 3), alpha=0.35, include_top=False, weights=weights_path)
+        base = keras.applications.MobileNetV2(input_shape=(*input_size, 3), alpha=0.35, include_top=False, weights=weights_path)  # pyright: ignore[reportArgumentType]  # None is Keras' "no weights"
         inputs = keras.Input((*input_size, 3), dtype="uint8", name="image")
         x = base(preprocess(inputs, spec.scale, spec.offset))
     elif first_block == 0:
@@ -204,3 +205,46 @@ def build_pretrained(
     if backbone == "efficientnet-lite0" and weights_path is not None:
         load_lite0_weights(model, weights_path)
     return model
+
+
+def freeze_lite0_below(model: Any, first_block: int) -> None:
+    """Freeze Lite0's stem and blocks below `first_block` (frozen BatchNorm runs in inference mode)."""
+    for layer in model.layers:
+        m = re.match(r"block(\d+)", layer.name)
+        if layer.name.startswith("stem") or (m is not None and int(m.group(1)) < first_block):
+            layer.trainable = False
+
+
+def split_lite0(
+    model: Any, *, first_block: int, input_size: tuple[int, int], age_head: AgeHead, name: str, dropout: float | None = None
+) -> tuple[Any, Any]:
+    """Cut Lite0 Model B before `first_block`: (frozen lower part, uint8 -> features; upper part with `model`'s weights).
+
+    The feature-cache training path computes the lower part once per face and trains the upper part on its output.
+    """
+    import keras
+
+    head_options: dict[str, Any] = {} if dropout is None else {"dropout": dropout}
+    k = first_block - 1
+    names = {layer.name for layer in model.layers}
+    split = f"block{k}_add" if f"block{k}_add" in names else f"block{k}_project_bn"
+    bottom = keras.Model(model.inputs, model.get_layer(split).output, name="frozen_bottom")
+    top = build_pretrained(
+        backbone="efficientnet-lite0",
+        weights="none",
+        input_size=input_size,
+        age_head=age_head,
+        first_block=first_block,
+        name=name + "_top",
+        **head_options,
+    )
+    copy_weights(model, top)  # ImageNet weights (and fresh heads) into the upper part
+    return bottom, top
+
+
+def copy_weights(src: Any, dst: Any) -> None:
+    """Copy weights between models by layer name, for every layer both have."""
+    src_layers = {layer.name: layer for layer in src.layers}
+    for layer in dst.layers:
+        if layer.weights and layer.name in src_layers:
+            layer.set_weights(src_layers[layer.name].get_weights())

@@ -37,7 +37,7 @@ class MeanOfHalves(keras.layers.Layer):
     """(2N, ...) -> (N, ...): mean of the first and second half of the batch."""
 
     def call(self, x: Any) -> Any:
-        n = keras.ops.shape(x)[0] // 2
+        n = keras.ops.shape(x)[0] // 2  # pyright: ignore[reportOptionalSubscript, reportOptionalOperand]  # batch is known when called
         return (x[:n] + x[n:]) * 0.5
 
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:

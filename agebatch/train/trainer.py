@@ -16,75 +16,29 @@ uint8 input.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from agebatch import __version__
 from agebatch.decode import DecodeOptions
-from agebatch.errors import AgebatchError
+from agebatch.errors import AgebatchError, unfinished
 from agebatch.jsonio import read_json, write_json_atomic
-from agebatch.manifest import SplitSpec
-from agebatch.metrics import summarize
-from agebatch.models.card import ModelCard, card_path, load_card
 from agebatch.models.heads import AGE_BIN_CENTERS
+from agebatch.models.pretrained import copy_weights, freeze_lite0_below, split_lite0
 from agebatch.train.augment import augment_batch
-from agebatch.train.data import Split, TrainingData, load_training_data
+from agebatch.train.config import TrainConfig
+from agebatch.train.data import load_training_data
+from agebatch.train.record import save_model, write_run
 
 #: Soft-label width (years) for the age-bin head: neighbouring ages are nearly as right.
 AGE_SIGMA = 2.0
 #: Weight of the L1 term on the expected age next to the bins' cross-entropy (and of the
 #: plain regression L1): it brings years (MAE ~5-10) to the scale of the other losses.
 AGE_L1_SCALE = 0.1
-
-
-@dataclass(slots=True)
-class TrainConfig:
-    kind: str  # "custom" | "pretrained"
-    data: str = "../shared/data/utkface"
-    out: str = "runs"
-    name: str | None = None  # default: modelA (custom) / modelB (pretrained)
-    backbone: str = "efficientnet-lite0"
-    weights: str | None = "imagenet"
-    weights_dir: str | None = None
-    image_size: int = 128
-    age_head: str = "bins"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    age_weight: float = 1.0
-    gender_weight: float = 1.0
-    patience: int = 6
-    dropout: float | None = None  # head dropout; None: the builder's default (A 0.2, B 0.3)
-    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
-    seed: int = 0
-    val: float = 0.1
-    test: float = 0.1
-    split_seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    limit: int | None = None  # only the first N labelled faces (tests, quick trials)
-    # Model A size
-    stem: int = 32
-    widths: tuple[int, ...] = (64, 128, 256, 384)
-    depths: tuple[int, ...] = (2, 2, 3, 2)
-    # Model B (Lite0): blocks below this one stay frozen
-    train_from_block: int = 5
-    feature_cache: bool = False  # train the upper blocks on cached lower-block features
-    aug_copies: int = 4  # augmented copies per face in the feature cache
-    mirror_tta: bool = True  # ship the model averaged over each face and its mirror (models/tta.py)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def run_name(self) -> str:
-        return self.name or ("modelA" if self.kind == "custom" else "modelB")
 
 
 def _soft_bins(age: np.ndarray) -> np.ndarray:
@@ -175,7 +129,11 @@ def _run_state_callback(run: str, cfg: TrainConfig, state: dict[str, Any]) -> An
     class RunState(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.t0 = time.perf_counter()
-            self.model.optimizer.learning_rate.assign(_lr_at(epoch, cfg))
+            self.fitted().optimizer.learning_rate.assign(_lr_at(epoch, cfg))
+
+        def fitted(self) -> Any:
+            assert self.model is not None, "Keras sets the model before the first epoch"
+            return self.model
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             logs = logs or {}
@@ -185,13 +143,13 @@ def _run_state_callback(run: str, cfg: TrainConfig, state: dict[str, Any]) -> An
             value = float(logs.get("val_age_mae", np.inf))
             if value < state.get("best", np.inf):
                 state.update(best=value, best_epoch=epoch, wait=0)
-                self.model.save(os.path.join(ckpt, "best.keras"))
+                save_model(self.fitted(), os.path.join(ckpt, "best.keras"))
             else:
                 state["wait"] = state.get("wait", 0) + 1
-            self.model.save(os.path.join(ckpt, "last.keras"))
+            save_model(self.fitted(), os.path.join(ckpt, "last.keras"))
             write_json_atomic(os.path.join(ckpt, "state.json"), state)
             if state["wait"] >= cfg.patience:
-                self.model.stop_training = True
+                self.fitted().stop_training = True
 
     return RunState()
 
@@ -210,7 +168,7 @@ def _prepare_run(cfg: TrainConfig) -> str:
             raise AgebatchError(f"nothing to resume: {ckpt} does not exist")
     elif os.path.exists(run):
         if not cfg.overwrite:
-            raise AgebatchError(f"run folder {run} exists; pass --resume to continue it or --overwrite to start over")
+            raise unfinished(f"run folder {run}")
         shutil.rmtree(run)
     os.makedirs(os.path.join(run, "checkpoints"), exist_ok=True)
     return run
@@ -218,10 +176,6 @@ def _prepare_run(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig, log: Any = print) -> str:
     """Train one model end to end and return its run folder."""
-    if cfg.kind not in ("custom", "pretrained"):
-        raise AgebatchError(f"unknown model kind {cfg.kind!r}")
-    if cfg.age_head not in ("bins", "regression"):
-        raise AgebatchError(f"unknown age head {cfg.age_head!r}")
     if not os.path.exists(cfg.data):
         raise AgebatchError(f"no such file or folder: {cfg.data}")
     run = _prepare_run(cfg)
@@ -230,9 +184,7 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
     keras.utils.set_random_seed(cfg.seed)
     size = (cfg.image_size, cfg.image_size)
     t_start = time.perf_counter()
-    data = load_training_data(
-        cfg.data, split=SplitSpec(cfg.val, cfg.test, cfg.split_seed), options=DecodeOptions(size=size), limit=cfg.limit
-    )
+    data = load_training_data(cfg.data, split=cfg.split, options=DecodeOptions(size=size), limit=cfg.limit)
     log(f"data: {data.counts}")
     tr, va = data.splits["train"], data.splits["val"]
 
@@ -240,8 +192,17 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
     cached = lite0 and cfg.feature_cache and cfg.train_from_block > 0
     model, arch, preprocessing = _build(cfg, size)
     if lite0 and not cached:
-        _freeze_below(model, cfg.train_from_block)
-    bottom, top = _split_lite0(model, cfg, size) if cached else (None, model)
+        freeze_lite0_below(model, cfg.train_from_block)
+    bottom, top = (None, model)
+    if cached:
+        bottom, top = split_lite0(
+            model,
+            first_block=cfg.train_from_block,
+            input_size=size,
+            age_head=cfg.age_head,
+            name=cfg.run_name,
+            dropout=cfg.dropout,
+        )
     fit_model = top
     n_train = len(tr) * (1 + cfg.aug_copies) if cached else len(tr)
 
@@ -288,12 +249,12 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
         )
     train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
     if cached:
-        _copy_weights(fit_model, model)
+        copy_weights(fit_model, model)
     if cfg.mirror_tta:
         from agebatch.models.tta import with_mirror_tta
 
         model = with_mirror_tta(model)
-    return _finish(run, cfg, model, arch, preprocessing, data, state, n_train, time.perf_counter() - t_start, log)
+    return write_run(run, cfg, model, arch, preprocessing, data, state, n_train, time.perf_counter() - t_start, log)
 
 
 def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
@@ -307,8 +268,8 @@ def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
             depths=cfg.depths,
             age_head=cfg.age_head,
             name=cfg.run_name,
-            **_dropout(cfg),
-        )  # type: ignore[arg-type]
+            **cfg.dropout_kwargs(),
+        )
         return m, ARCHITECTURE, PREPROCESSING
     from agebatch.models.pretrained import BACKBONES, build_pretrained
 
@@ -319,160 +280,6 @@ def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:
         input_size=size,
         age_head=cfg.age_head,
         name=cfg.run_name,
-        **_dropout(cfg),
-    )  # type: ignore[arg-type]
+        **cfg.dropout_kwargs(),
+    )
     return m, BACKBONES[cfg.backbone].architecture, BACKBONES[cfg.backbone].preprocessing
-
-
-def _dropout(cfg: TrainConfig) -> dict[str, float]:
-    return {} if cfg.dropout is None else {"dropout": cfg.dropout}
-
-
-def _freeze_below(model: Any, first_block: int) -> None:
-    """Freeze Lite0's stem and blocks below `first_block` (frozen BatchNorm runs in inference mode)."""
-    for layer in model.layers:
-        m = re.match(r"block(\d+)", layer.name)
-        if layer.name.startswith("stem") or (m is not None and int(m.group(1)) < first_block):
-            layer.trainable = False
-
-
-def _split_lite0(model: Any, cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
-    """(frozen lower part of `model`: uint8 -> features, fresh upper part with the ImageNet weights)."""
-    import keras
-
-    from agebatch.models.pretrained import build_pretrained
-
-    k = cfg.train_from_block - 1
-    names = {layer.name for layer in model.layers}
-    split = f"block{k}_add" if f"block{k}_add" in names else f"block{k}_project_bn"
-    bottom = keras.Model(model.inputs, model.get_layer(split).output, name="frozen_bottom")
-    top = build_pretrained(
-        backbone=cfg.backbone,
-        weights="none",
-        input_size=size,
-        age_head=cfg.age_head,
-        first_block=cfg.train_from_block,
-        name=cfg.run_name + "_top",  # type: ignore[arg-type]
-        **_dropout(cfg),
-    )
-    _copy_weights(model, top)  # ImageNet weights (and fresh heads) into the upper part
-    return bottom, top
-
-
-def _copy_weights(src: Any, dst: Any) -> None:
-    """Copy weights between models by layer name, for every layer both have."""
-    src_layers = {layer.name: layer for layer in src.layers}
-    for layer in dst.layers:
-        if layer.weights and layer.name in src_layers:
-            layer.set_weights(src_layers[layer.name].get_weights())
-
-
-def _predict(model: Any, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    ages, genders = [], []
-    for i in range(0, len(images), batch):
-        out = model.predict_on_batch(images[i : i + batch])
-        ages.append(np.asarray(out["age"]).reshape(-1))
-        genders.append(np.asarray(out["gender_prob"]).reshape(-1))
-    return np.concatenate(ages), np.concatenate(genders)
-
-
-def _metrics(model: Any, split: Split) -> dict[str, Any]:
-    age, prob = _predict(model, split.images)
-    return {
-        r.scope: {"n": r.n, "age_mae": r.age_mae, "gender_accuracy": r.gender_accuracy}
-        for r in summarize(age, prob, split.age, split.gender)
-    }
-
-
-def _finish(
-    run: str,
-    cfg: TrainConfig,
-    model: Any,
-    arch: str,
-    preprocessing: str,
-    data: TrainingData,
-    state: dict[str, Any],
-    n_train: int,
-    seconds: float,
-    log: Any,
-) -> str:
-    import keras
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    path = os.path.join(run, f"{cfg.run_name}.keras")
-    # A resumed run adds its time to the earlier invocations' (state, or the card of a run from before state kept it).
-    if "wall_seconds" not in state and cfg.resume and os.path.isfile(card_path(path)):
-        state["wall_seconds"] = load_card(path).training.get("wall_seconds", 0.0)
-    state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + seconds, 1)
-    write_json_atomic(os.path.join(run, "checkpoints", "state.json"), state)
-    model.save(path)
-    metrics = {"val": _metrics(model, data.splits["val"]), "test": _metrics(model, data.splits["test"])}
-    epoch_seconds = state.get("epoch_seconds", [])
-    versions = {"agebatch": __version__, "keras": keras.__version__, "numpy": np.__version__}
-    try:
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    except ImportError:
-        pass
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    card = ModelCard(
-        name=cfg.run_name,
-        architecture=arch,
-        input_size=(cfg.image_size, cfg.image_size),
-        preprocessing=preprocessing,
-        training={
-            "config": config,
-            "data_fingerprint": data.fingerprint,
-            "counts": data.counts,
-            "split": {"method": "sha256(seed:content_sha256)", "seed": cfg.split_seed, "val": cfg.val, "test": cfg.test},
-            "epochs_run": int(state.get("epoch", -1)) + 1,
-            "best_epoch": state.get("best_epoch"),
-            "train_samples_per_epoch": n_train,
-            "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
-            "train_images_per_s": round(n_train / float(np.median(epoch_seconds)), 1) if epoch_seconds else None,
-            "wall_seconds": state["wall_seconds"],
-            "test_time_augmentation": "mirror: mean of the face and its left-right mirror" if cfg.mirror_tta else None,
-            "params": int(model.count_params()),
-        },
-        metrics=metrics,
-        versions=versions,
-    )
-    card.save(card_path(path))
-    hist = os.path.join(run, "history.csv")
-    if os.path.isfile(hist):
-        pq.write_table(pacsv.read_csv(hist), os.path.join(run, "history.parquet"))
-        plot_history(hist, os.path.join(run, "curves.png"), title=cfg.run_name)
-    log(f"test: age MAE {metrics['test']['all']['age_mae']:.3f}, gender accuracy {metrics['test']['all']['gender_accuracy']:.4f}")
-    with open(os.path.join(run, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(metrics, f, indent=2)
-    return run
-
-
-def plot_history(history_csv: str, out_png: str, title: str = "") -> None:
-    """Learning curves (loss, age MAE, gender accuracy; train vs val) as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pyarrow.csv as pacsv
-
-    h = pacsv.read_csv(history_csv).to_pydict()
-    epochs = [e + 1 for e in h["epoch"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(
-        axes, ("loss", "age_mae", "gender_prob_binary_accuracy"), ("loss", "age MAE (years)", "gender accuracy"), strict=True
-    ):
-        if key in h:
-            ax.plot(epochs, h[key], label="train")
-        if f"val_{key}" in h:
-            ax.plot(epochs, h[f"val_{key}"], label="val")
-        ax.set_xlabel("epoch")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)

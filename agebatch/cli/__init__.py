@@ -1,0 +1,88 @@
+"""The `agebatch` command line: thin Click commands over the library, loaded lazily.
+
+Import cost matters here: `agebatch --help` and CPU inference must never import
+TensorFlow, so this package imports only Click and the standard library at the top.
+Each command lives in its own module (`manifest`, `train`, `engine`, `infer`,
+`evaluate`, `bench`), imported only when that command runs or its help is shown; its
+options come from `options` (one name, help text and check per option); tables come
+from `agebatch.report`. A command parses, builds the library's options object, calls
+the library, and prints.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from agebatch import __version__
+from agebatch.cli.options import CONTEXT_SETTINGS
+from agebatch.errors import EXIT_INTERRUPTED, AgebatchError
+
+#: Command name -> "module:attribute" of its Click command, in the order `--help` lists them.
+COMMANDS = {
+    "manifest": "agebatch.cli.manifest:manifest",
+    "train": "agebatch.cli.train:train",
+    "build-engine": "agebatch.cli.engine:build_engine",
+    "infer": "agebatch.cli.infer:infer",
+    "evaluate": "agebatch.cli.evaluate:evaluate",
+    "compare": "agebatch.cli.evaluate:compare",
+    "bench": "agebatch.cli.bench:bench",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use (Click docs, "Lazily Loading Subcommands").
+
+    It also turns user-fixable errors into one line on stderr and a documented exit code;
+    any other exception is a bug and keeps its traceback.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.lazy, *super().list_commands(ctx)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, attr = self.lazy[cmd_name].split(":")
+        command = getattr(importlib.import_module(module), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{self.lazy[cmd_name]} is not a Click command")
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AgebatchError as e:
+            click.secho(f"Error: {e.message}", fg="red", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.secho("Interrupted; no partial output was kept under the final name.", fg="yellow", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="agebatch")
+def main() -> None:
+    """Estimate age (years) and gender (0 = male, 1 = female) for large archives of face images.
+
+    \b
+    Typical flow:
+      agebatch manifest /photos --out manifest.parquet   # hash, label, split
+      agebatch train custom                               # or: train pretrained
+      agebatch build-engine models/modelB.keras           # Keras -> ONNX -> TensorRT
+      agebatch infer /photos --out preds.parquet          # streaming batch inference
+
+    Exit codes: 0 done, 1 the run failed (I/O, disk full), 2 bad input or options,
+    130 interrupted.
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

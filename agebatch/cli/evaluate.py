@@ -1,0 +1,67 @@
+"""`agebatch evaluate` and `agebatch compare`: score models on one content-hash split."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from agebatch.cli.options import CONTEXT_SETTINGS, backend_option, overwrite_option, split_choice_option, split_options, stack
+
+scoring_options = stack(split_choice_option, split_options, backend_option, overwrite_option)
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(path_type=str))
+@click.argument("data", type=click.Path(path_type=str))
+@click.option(
+    "--out", "-o", default=None, help="Predictions Parquet (default: <model stem>.<split>.parquet); the summary goes beside it."
+)
+@scoring_options
+def evaluate(
+    model: str, data: str, out: str | None, split: str, split_seed: int, val: float, test_frac: float, backend: str,
+    overwrite: bool,
+) -> None:  # fmt: skip
+    """Score MODEL on one split of labelled DATA: age MAE and gender accuracy, overall, per age band and per gender."""
+    from rich.console import Console
+
+    from agebatch.evaluate import default_output
+    from agebatch.evaluate import evaluate as run_eval
+    from agebatch.manifest import SplitSpec
+    from agebatch.report import summary_table
+
+    out = out or default_output(model, split)
+    ev = run_eval(model, data, out, split=split, spec=SplitSpec(val, test_frac, split_seed), backend=backend, overwrite=overwrite)
+    Console().print(summary_table(ev.rows, title=f"{model} on the {split} split of {data} ({ev.result.backend})"))
+    click.echo(f"predictions: {out}; summary: {ev.result.summary_path}")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model_a", type=click.Path(path_type=str))
+@click.argument("model_b", type=click.Path(path_type=str))
+@click.argument("data", type=click.Path(path_type=str))
+@click.option("--out-dir", default="compare", show_default=True, help="Folder for predictions, summaries and compare.png.")
+@scoring_options
+def compare(
+    model_a: str, model_b: str, data: str, out_dir: str, split: str, split_seed: int, val: float, test_frac: float,
+    backend: str, overwrite: bool,
+) -> None:  # fmt: skip
+    """Score two models on the same split of DATA and show them side by side (table + compare.png)."""
+    from rich.console import Console
+
+    from agebatch.evaluate import compare_plot, default_output
+    from agebatch.evaluate import evaluate as run_eval
+    from agebatch.manifest import SplitSpec
+    from agebatch.report import compare_table
+
+    os.makedirs(out_dir, exist_ok=True)
+    spec = SplitSpec(val, test_frac, split_seed)
+    evals = [
+        run_eval(m, data, default_output(m, split, out_dir), split=split, spec=spec, backend=backend, overwrite=overwrite)
+        for m in (model_a, model_b)
+    ]
+    names = [os.path.basename(m) for m in (model_a, model_b)]
+    Console().print(compare_table(names, [ev.rows for ev in evals], title=f"{split} split of {data}"))
+    png = os.path.join(out_dir, "compare.png")
+    compare_plot(evals, png)
+    click.echo(f"written: {png} and predictions/summaries in {out_dir}/")

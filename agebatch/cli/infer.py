@@ -1,0 +1,87 @@
+"""`agebatch infer`."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from agebatch.cli.options import (
+    CONTEXT_SETTINGS,
+    backend_option,
+    batch_size_option,
+    glob_option,
+    limit_option,
+    model_option,
+    overwrite_option,
+    resume_option,
+    source_argument,
+    workers_option,
+)
+from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@source_argument
+@click.option("--out", "-o", required=True, help="Predictions Parquet file to write (a folder of shards with --ray).")
+@model_option(
+    "A .keras model (its verified ONNX export or engine is used when present), an .onnx export or an .engine; "
+    "default: the shipped model."
+)
+@backend_option
+@batch_size_option(DEFAULT_BATCH_SIZE)
+@workers_option
+@resume_option
+@overwrite_option
+@click.option("--summary", default=None, help="Summary Parquet when labels are known (default: <out stem>.summary.parquet).")
+@limit_option
+@glob_option
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    is_flag=False,
+    flag_value="local",
+    help="Run on Ray: --ray (a local instance), --ray auto, or --ray ray://HOST:PORT. OUT is then a folder of shards.",
+)
+@click.option(
+    "--actors", default=1, show_default=True, type=click.IntRange(1), help="With --ray: prediction actors (model copies)."
+)
+@click.option("--gpus-per-actor", default=0.0, show_default=True, type=click.FloatRange(0), help="With --ray: GPUs per actor.")
+@click.option("--shard-rows", default=DEFAULT_SHARD_ROWS, hidden=True, type=click.IntRange(1), help="Rows per resumable shard.")
+def infer(
+    source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
+    summary: str | None, limit: int | None, glob: str | None, ray_address: str | None, actors: int, gpus_per_actor: float,
+    shard_rows: int,
+) -> None:  # fmt: skip
+    """Predict age and gender for every image of SOURCE (folder, manifest or image).
+
+    Writes one row per input, in input order: path, age, gender_prob, gender,
+    error (and age_true, gender_true when labels are known), plus a summary table
+    when labels are known. Exit 0 when the run completed, even with error rows.
+    """
+    from rich.console import Console
+
+    from agebatch.pipeline.job import InferJob, RayOptions
+    from agebatch.pipeline.run import run_infer
+    from agebatch.progress import Progress
+
+    ray = None
+    if ray_address is not None:
+        ray = RayOptions(address=None if ray_address == "local" else ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
+    job = InferJob(
+        source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume, overwrite=overwrite,
+        summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, ray=ray,
+    )  # fmt: skip
+    with Progress(None, "infer") as progress:
+        result = run_infer(job, progress)
+    console = Console()
+    console.print(
+        f"{result.inputs:,} inputs -> {result.out}: {result.predicted:,} predicted, {result.errors:,} errors"
+        + (f", {result.resumed_rows:,} from the earlier run" if result.resumed_rows else "")
+        + f"; {result.images_per_s:,.0f} img/s with {result.backend} ({os.path.basename(result.artifact)})"
+    )
+    if result.summary:
+        from agebatch.report import summary_table
+
+        console.print(summary_table(result.summary, title=f"summary ({result.summary_path})"))

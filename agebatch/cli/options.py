@@ -1,0 +1,108 @@
+"""Options shared by several commands: one name, one help text and one check each.
+
+A command stacks the decorators it needs; the library objects they feed (`InferJob`,
+`SplitSpec`, `TrainConfig`) validate again, so Python callers get the same checks.
+Nothing heavy is imported here (the backend registry imports no runtime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from agebatch.backends.registry import BACKEND_CHOICES
+
+#: Every command's: -h works as --help, and help text wraps at 100 columns.
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+F = TypeVar("F", bound=Callable[..., Any])
+Decorator = Callable[[F], F]
+
+
+def stack(*decorators: Callable[[Any], Any]) -> Callable[[F], F]:
+    """Apply `decorators` so that `--help` lists them in the order written."""
+
+    def apply(f: F) -> F:
+        for d in reversed(decorators):
+            f = d(f)
+        return f
+
+    return apply
+
+
+class IntList(click.ParamType):
+    """A comma-separated list of positive integers ("1,2,4")."""
+
+    name = "N[,N...]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            values = [int(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"must be comma-separated integers, got {value!r}", param, ctx)
+        if any(v < 1 for v in values):
+            self.fail(f"every value must be at least 1, got {value!r}", param, ctx)
+        return values
+
+
+source_argument = click.argument("source", type=click.Path(path_type=str))
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+resume_option = click.option("--resume", is_flag=True, help="Continue an interrupted run: skip the work already saved.")
+glob_option = click.option(
+    "--glob", default=None, help="Only files matching this pattern (name, or path relative to SOURCE if it has '/')."
+)
+limit_option = click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N inputs.")
+workers_option = click.option(
+    "--workers", default=None, type=click.IntRange(0), help="Decode threads (default: CPU count; 0: decode inline)."
+)
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKEND_CHOICES),
+    default="auto",
+    show_default=True,
+    help="Runtime; auto: a .keras model's fastest verified export usable here.",
+)
+
+
+def batch_size_option(default: int, help: str = "Images per batch.") -> Decorator[Any]:
+    return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1), help=help)
+
+
+def model_option(help: str) -> Decorator[Any]:
+    return click.option("--model", default=None, help=help)
+
+
+#: The content-hash split (same meaning in manifest, train, evaluate and compare).
+split_options = stack(
+    click.option(
+        "--val",
+        default=0.1,
+        show_default=True,
+        type=click.FloatRange(0, 1, max_open=True),
+        help="Fraction of distinct images for validation.",
+    ),
+    click.option(
+        "--test",
+        "test_frac",
+        default=0.1,
+        show_default=True,
+        type=click.FloatRange(0, 1, max_open=True),
+        help="Fraction of distinct images for test.",
+    ),
+    click.option(
+        "--split-seed",
+        default=0,
+        show_default=True,
+        type=int,
+        help="Split seed; a file's split is a function of (content hash, seed).",
+    ),
+)
+
+#: Which split to score (evaluate, compare).
+split_choice_option = click.option(
+    "--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True, help="Split to score."
+)

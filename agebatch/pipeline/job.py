@@ -1,0 +1,95 @@
+"""An inference job: every option of one run in one frozen, validated object.
+
+The CLI, `evaluate`, `bench` and the Ray path all build an `InferJob`, so an option has
+one name, one default and one check, wherever a run comes from. Library users build
+it directly: ``run_infer(InferJob("photos/", "preds.parquet", batch_size=128))``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from agebatch.backends.registry import BACKEND_CHOICES
+from agebatch.errors import AgebatchError
+
+#: Rows per resumable shard: a crash loses at most this many rows of work.
+DEFAULT_SHARD_ROWS = 8192
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class RayOptions:
+    """Where and how wide a Ray run goes (`agebatch infer --ray`)."""
+
+    address: str | None = None  # None: a local instance; "auto" or "ray://host:port": an existing cluster
+    actors: int = 1  # prediction actors (model copies)
+    gpus_per_actor: float = 0.0
+    num_cpus: int | None = None  # for a local instance only
+
+    def __post_init__(self) -> None:
+        if self.actors < 1 or self.gpus_per_actor < 0 or (self.num_cpus is not None and self.num_cpus < 1):
+            raise AgebatchError("Ray needs at least one actor, a non-negative GPU share and at least one CPU")
+
+
+@dataclass(frozen=True, slots=True)
+class InferJob:
+    """What `agebatch infer` does: read `source`, predict with `model`, write `out`.
+
+    With `ray`, decode and prediction run on a Ray cluster and `out` is a folder of shards.
+    """
+
+    source: str
+    out: str
+    model: str | None = None  # None: the shipped default model
+    backend: str = "auto"
+    batch_size: int = DEFAULT_BATCH_SIZE
+    workers: int | None = None  # decode threads; None: one per CPU, 0: decode in the calling thread
+    resume: bool = False
+    overwrite: bool = False
+    summary: str | None = None  # None: <out stem>.summary.parquet, written when labels are known
+    limit: int | None = None
+    glob: str | None = None
+    shard_rows: int = DEFAULT_SHARD_ROWS
+    ray: RayOptions | None = None
+
+    def __post_init__(self) -> None:
+        if not self.source or not self.out:
+            raise AgebatchError("a job needs a source and an output")
+        if self.backend not in BACKEND_CHOICES:
+            raise AgebatchError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+        if self.batch_size < 1 or self.shard_rows < 1:
+            raise AgebatchError("batch size and shard rows must be positive")
+        if self.workers is not None and self.workers < 0:
+            raise AgebatchError("workers must be 0 or more")
+        if self.limit is not None and self.limit < 1:
+            raise AgebatchError("limit must be at least 1")
+
+    @property
+    def folder_output(self) -> bool:
+        """Ray runs write a folder of shards; local runs one Parquet file."""
+        return self.ray is not None
+
+    @property
+    def summary_path(self) -> str:
+        if self.summary:
+            return self.summary
+        out = self.out.rstrip("/" + os.sep)
+        root = out[: -len(".parquet")] if out.endswith(".parquet") else out
+        return root + ".summary.parquet"
+
+    def cli_args(self) -> list[str]:
+        """The `agebatch infer` arguments that run this job (benchmarks time it as a whole process)."""
+        args = [self.source, "--out", self.out, "--backend", self.backend, "--batch-size", str(self.batch_size)]
+        args += ["--shard-rows", str(self.shard_rows)]
+        for flag, value in (("--model", self.model), ("--workers", self.workers), ("--summary", self.summary)):
+            if value is not None:
+                args += [flag, str(value)]
+        for flag, value in (("--limit", self.limit), ("--glob", self.glob)):
+            if value is not None:
+                args += [flag, str(value)]
+        args += [flag for flag, on in (("--resume", self.resume), ("--overwrite", self.overwrite)) if on]
+        if self.ray is not None:
+            args += ["--ray", self.ray.address or "local", "--actors", str(self.ray.actors)]
+            args += ["--gpus-per-actor", str(self.ray.gpus_per_actor)]
+        return args

@@ -1,0 +1,154 @@
+"""`agebatch infer`: source -> prediction stream -> shard store -> output and summary.
+
+One row per input, in input order, always: a file that cannot be decoded gets a row
+with its `error`. Memory stays flat: a shard (8,192 rows by default) and the decode
+queue's few batches are all that is held. Each stage lives in its own module; this one
+only wires them and decides nothing about any of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from agebatch.backends.resolve import ResolvedModel, resolve
+from agebatch.errors import EXIT_INTERRUPTED, AgebatchError
+from agebatch.metrics import ScopeMetrics
+from agebatch.pipeline.job import InferJob
+from agebatch.pipeline.rows import RunTally, to_record_batch, write_summary
+from agebatch.pipeline.shards import ShardStore, run_signature
+from agebatch.pipeline.stream import LocalStream, PredictionStream
+from agebatch.schemas import (
+    META_BACKEND,
+    META_MODEL_ID,
+    META_MODEL_SHA256,
+    META_PRECISION,
+    META_SCHEMA,
+    META_SCHEMA_VERSION,
+    META_SOURCE,
+    META_STATS,
+    SCHEMA_VERSION,
+    predictions_schema,
+)
+from agebatch.sources import Item, count_items, iter_items
+
+#: Items looked at before the first batch to decide whether the output gets label columns.
+LABEL_PEEK = 1000
+
+
+class ProgressSink(Protocol):
+    """What a run reports progress to (`agebatch.progress.Progress` is one)."""
+
+    def set_total(self, total: int | None) -> None: ...
+
+    def advance(self, n: int = 1, *, errors: int = 0) -> None: ...
+
+
+@dataclass(slots=True)
+class InferResult:
+    out: str
+    summary_path: str | None
+    inputs: int
+    predicted: int
+    errors: int
+    resumed_rows: int
+    seconds: float
+    backend: str
+    artifact: str
+    summary: list[ScopeMetrics] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.inputs - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
+
+
+def open_stream(model: ResolvedModel, job: InferJob) -> PredictionStream:
+    """The stream that runs `job`: in this process, or on Ray (imported only then)."""
+    if job.ray is None:
+        return LocalStream(model, job)
+    from agebatch.pipeline.ray_stream import RayStream
+
+    return RayStream(model, job)
+
+
+def _peek(items: Iterator[Item]) -> tuple[bool, bool, Iterator[Item]]:
+    """(any input at all, any labelled input among the first LABEL_PEEK, the full stream again)."""
+    head = list(itertools.islice(items, LABEL_PEEK))
+    return bool(head), any(i.has_labels for i in head), itertools.chain(head, items)
+
+
+def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResult:
+    """Predict age and gender for every input of `job.source`; write `job.out` (and a summary when labels exist)."""
+    store = ShardStore.prepare(
+        job.out, folder_output=job.folder_output, shard_rows=job.shard_rows, resume=job.resume, overwrite=job.overwrite
+    )
+    model = resolve(job.model, job.backend)
+    stream = open_stream(model, job)
+    items = iter_items(job.source, glob=job.glob)
+    any_input, has_labels, items = _peek(items)
+    if not any_input:
+        raise AgebatchError(f"no image files found in {job.source}")
+    if job.limit is not None:
+        items = itertools.islice(items, job.limit)
+    schema = predictions_schema(has_labels)
+    signature = run_signature(job.source, model.artifact, model.sha256, has_labels, asdict(model.card.decode_options()))
+    done = store.open(signature, items, resume=job.resume, source=job.source, schema=schema)
+
+    if progress is not None:
+        total = count_items(job.source, glob=job.glob)
+        progress.set_total(total if job.limit is None else min(total, job.limit))
+        if done:
+            progress.advance(done)
+
+    t0 = time.perf_counter()
+    streamed = 0
+    try:
+        for result in stream.predict(items):
+            store.append(to_record_batch(result, schema))
+            streamed += len(result)
+            if progress is not None:
+                progress.advance(len(result), errors=int((~result.ok).sum()))
+        store.flush()
+    except KeyboardInterrupt:
+        raise AgebatchError(
+            f"interrupted after {store.saved:,} rows were saved; run the same command with --resume to continue", EXIT_INTERRUPTED
+        ) from None
+    seconds = time.perf_counter() - t0
+
+    meta = {
+        META_SCHEMA: "predictions",
+        META_SCHEMA_VERSION: SCHEMA_VERSION,
+        META_SOURCE: job.source,
+        META_MODEL_ID: model.card.name,
+        META_MODEL_SHA256: model.sha256,
+        META_BACKEND: stream.name,
+        META_PRECISION: model.precision,
+    }
+    tally = RunTally()
+    store.assemble(meta, tally.add, lambda: {META_STATS: json.dumps(tally.stats(done))})
+    if tally.rows != done + streamed:
+        # Rows lost or doubled between stream and shards is a bug, not a user error: keep the traceback.
+        raise RuntimeError(f"{tally.rows} rows written for {done + streamed} inputs")
+    stats = tally.stats(done)
+    summary = tally.metrics.rows() if has_labels else []
+    summary_path = None
+    if has_labels:
+        summary_path = job.summary_path
+        write_summary(summary_path, summary, stats, meta)
+    store.finish({**stats, **meta})
+    return InferResult(
+        job.out,
+        summary_path,
+        tally.rows,
+        tally.rows - tally.errors,
+        tally.errors,
+        done,
+        seconds,
+        stream.name,
+        model.artifact,
+        summary,
+    )

@@ -1,0 +1,139 @@
+"""What a finished training run leaves behind: the model, its card, metrics, history and curves.
+
+Every file goes through `agebatch.atomic` (the model too), so an interrupted finish never
+leaves a half-written card or model under its final name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from agebatch import __version__
+from agebatch.atomic import AtomicFile
+from agebatch.jsonio import write_json_atomic
+from agebatch.metrics import summarize
+from agebatch.models.card import ModelCard, card_path, load_card
+from agebatch.train.config import TrainConfig
+from agebatch.train.data import Split, TrainingData
+
+
+def _predict(model: Any, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    ages, genders = [], []
+    for i in range(0, len(images), batch):
+        out = model.predict_on_batch(images[i : i + batch])
+        ages.append(np.asarray(out["age"]).reshape(-1))
+        genders.append(np.asarray(out["gender_prob"]).reshape(-1))
+    return np.concatenate(ages), np.concatenate(genders)
+
+
+def _metrics(model: Any, split: Split) -> dict[str, Any]:
+    age, prob = _predict(model, split.images)
+    return {
+        r.scope: {"n": r.n, "age_mae": r.age_mae, "gender_accuracy": r.gender_accuracy}
+        for r in summarize(age, prob, split.age, split.gender)
+    }
+
+
+def write_run(
+    run: str,
+    cfg: TrainConfig,
+    model: Any,
+    arch: str,
+    preprocessing: str,
+    data: TrainingData,
+    state: dict[str, Any],
+    n_train: int,
+    seconds: float,
+    log: Any,
+) -> str:
+    import keras
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = os.path.join(run, f"{cfg.run_name}.keras")
+    # A resumed run adds its time to the earlier invocations' (state, or the card of a run from before state kept it).
+    if "wall_seconds" not in state and cfg.resume and os.path.isfile(card_path(path)):
+        state["wall_seconds"] = load_card(path).training.get("wall_seconds", 0.0)
+    state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + seconds, 1)
+    write_json_atomic(os.path.join(run, "checkpoints", "state.json"), state)
+    save_model(model, path)
+    metrics = {"val": _metrics(model, data.splits["val"]), "test": _metrics(model, data.splits["test"])}
+    epoch_seconds = state.get("epoch_seconds", [])
+    versions = {"agebatch": __version__, "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        import tensorflow as tf
+
+        versions["tensorflow"] = tf.__version__
+    except ImportError:
+        pass
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    card = ModelCard(
+        name=cfg.run_name,
+        architecture=arch,
+        input_size=(cfg.image_size, cfg.image_size),
+        preprocessing=preprocessing,
+        training={
+            "config": config,
+            "data_fingerprint": data.fingerprint,
+            "counts": data.counts,
+            "split": {"method": "sha256(seed:content_sha256)", "seed": cfg.split_seed, "val": cfg.val, "test": cfg.test},
+            "epochs_run": int(state.get("epoch", -1)) + 1,
+            "best_epoch": state.get("best_epoch"),
+            "train_samples_per_epoch": n_train,
+            "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
+            "train_images_per_s": round(n_train / float(np.median(epoch_seconds)), 1) if epoch_seconds else None,
+            "wall_seconds": state["wall_seconds"],
+            "test_time_augmentation": "mirror: mean of the face and its left-right mirror" if cfg.mirror_tta else None,
+            "params": int(model.count_params()),
+        },
+        metrics=metrics,
+        versions=versions,
+    )
+    card.save(card_path(path))
+    hist = os.path.join(run, "history.csv")
+    if os.path.isfile(hist):
+        with AtomicFile(os.path.join(run, "history.parquet")) as out:
+            pq.write_table(pacsv.read_csv(hist), out.tmp)
+        plot_history(hist, os.path.join(run, "curves.png"), title=cfg.run_name)
+    log(f"test: age MAE {metrics['test']['all']['age_mae']:.3f}, gender accuracy {metrics['test']['all']['gender_accuracy']:.4f}")
+    write_json_atomic(os.path.join(run, "metrics.json"), metrics)
+    return run
+
+
+def plot_history(history_csv: str, out_png: str, title: str = "") -> None:
+    """Learning curves (loss, age MAE, gender accuracy; train vs val) as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pyarrow.csv as pacsv
+
+    h = pacsv.read_csv(history_csv).to_pydict()
+    epochs = [e + 1 for e in h["epoch"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, label in zip(
+        axes, ("loss", "age_mae", "gender_prob_binary_accuracy"), ("loss", "age MAE (years)", "gender accuracy"), strict=True
+    ):
+        if key in h:
+            ax.plot(epochs, h[key], label="train")
+        if f"val_{key}" in h:
+            ax.plot(epochs, h[f"val_{key}"], label="val")
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with AtomicFile(out_png) as out:
+        fig.savefig(out.tmp, dpi=90)
+    plt.close(fig)
+
+
+def save_model(model: Any, path: str) -> None:
+    """`model.save` to a temporary .keras name, then rename: a checkpoint is whole or absent."""
+    with AtomicFile(path) as out:
+        model.save(out.tmp)
