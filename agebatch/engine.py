@@ -17,6 +17,7 @@ from agebatch.backends.registry import load_backend
 from agebatch.batching import iter_batches
 from agebatch.errors import AgebatchError
 from agebatch.export import convert_fp16, export_onnx, parity  # each imports its converter when called
+from agebatch.lock import OutputLock
 from agebatch.models.card import ModelCard
 from agebatch.sources import iter_items, samples_dir
 
@@ -66,44 +67,45 @@ def build_engine(
         require_tensorrt()  # fail before minutes of export work
     if not os.path.isdir(out_dir):
         os.makedirs(out_dir, exist_ok=True)
-    reference = load_backend(model_path, "keras")
-    card = reference.card
-    faces = calibration_faces(calib or samples_dir(), card)
-    ref = reference.predict(faces)
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
-    profile = {"min": min_batch, "opt": opt_batch, "max": max_batch}
-    source = {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}
-    result = BuildResult()
-    calib_label = calib or "bundled samples"
+    with OutputLock(stem):  # one build per model and folder at a time: both would write the same exports
+        reference = load_backend(model_path, "keras")
+        card = reference.card
+        faces = calibration_faces(calib or samples_dir(), card)
+        ref = reference.predict(faces)
+        profile = {"min": min_batch, "opt": opt_batch, "max": max_batch}
+        source = {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}
+        result = BuildResult()
+        calib_label = calib or "bundled samples"
 
-    def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any]) -> None:
-        """Sidecar first (loading needs it), then parity against Keras, stored in the sidecar."""
-        extra = {"source_model": source, "batch_profile": profile, **extra}
-        write_sidecar(artifact, kind=kind, precision=prec, card=card, extra=extra)
-        stats = parity(ref, load_backend(artifact, "onnxruntime" if kind == "onnx" else "tensorrt").predict(faces))
-        write_sidecar(
-            artifact,
-            kind=kind,
-            precision=prec,
-            card=card,
-            extra={**extra, "parity": {"reference": "keras", "faces": calib_label, **stats}},
-        )
-        result.parity[artifact] = stats
-        result.artifacts.append(artifact)
+        def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any]) -> None:
+            """Sidecar first (loading needs it), then parity against Keras, stored in the sidecar."""
+            extra = {"source_model": source, "batch_profile": profile, **extra}
+            write_sidecar(artifact, kind=kind, precision=prec, card=card, extra=extra)
+            stats = parity(ref, load_backend(artifact, "onnxruntime" if kind == "onnx" else "tensorrt").predict(faces))
+            write_sidecar(
+                artifact,
+                kind=kind,
+                precision=prec,
+                card=card,
+                extra={**extra, "parity": {"reference": "keras", "faces": calib_label, **stats}},
+            )
+            result.parity[artifact] = stats
+            result.artifacts.append(artifact)
 
-    onnx_for_trt = export_onnx(reference.model, f"{stem}.fp32.onnx")  # type: ignore[attr-defined]
-    finish(onnx_for_trt, "onnx", "fp32", {})
-    if precision == "fp16":
-        onnx16 = f"{stem}.fp16.onnx"
-        finish(onnx16, "onnx", "fp16", {"fp32_nodes": convert_fp16(onnx_for_trt, onnx16)})
-        onnx_for_trt = onnx16
-    if target == "tensorrt":
-        from agebatch.backends.tensorrt import build_engine_file
+        onnx_for_trt = export_onnx(reference.model, f"{stem}.fp32.onnx")  # type: ignore[attr-defined]
+        finish(onnx_for_trt, "onnx", "fp32", {})
+        if precision == "fp16":
+            onnx16 = f"{stem}.fp16.onnx"
+            finish(onnx16, "onnx", "fp16", {"fp32_nodes": convert_fp16(onnx_for_trt, onnx16)})
+            onnx_for_trt = onnx16
+        if target == "tensorrt":
+            from agebatch.backends.tensorrt import build_engine_file
 
-        engine = f"{stem}.{precision}.engine"
-        cache = os.path.join(out_dir, "timing.cache")
-        info = build_engine_file(
-            onnx_for_trt, engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=cache
-        )
-        finish(engine, "tensorrt", precision, {"tensorrt": info, "onnx": os.path.basename(onnx_for_trt)})
-    return result
+            engine = f"{stem}.{precision}.engine"
+            cache = os.path.join(out_dir, "timing.cache")
+            info = build_engine_file(
+                onnx_for_trt, engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=cache
+            )
+            finish(engine, "tensorrt", precision, {"tensorrt": info, "onnx": os.path.basename(onnx_for_trt)})
+        return result

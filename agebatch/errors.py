@@ -12,7 +12,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run started but could not finish (I/O error, disk full)
 EXIT_USAGE = 2  # bad input, bad options, missing capability: fix and rerun
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM, what schedulers and containers send before killing
 
 
 class AgebatchError(Exception):
@@ -22,6 +23,26 @@ class AgebatchError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. A BaseException, like KeyboardInterrupt, so `except Exception` never swallows it.
+
+    Only the CLI turns SIGTERM into this exception (`raise_on_sigterm`); library users
+    keep whatever handler their program installs.
+    """
+
+
+def raise_on_sigterm() -> None:
+    """From now on, SIGTERM in the main thread raises `Terminated` (a no-op elsewhere)."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 # One wording for "something is already there" across infer, manifest, train and build-engine.

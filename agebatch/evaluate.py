@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from agebatch.errors import AgebatchError
 from agebatch.manifest import SplitSpec, build_manifest
 from agebatch.metrics import ScopeMetrics
-from agebatch.pipeline.job import InferJob
+from agebatch.pipeline.job import DEFAULT_FACES, InferJob
 from agebatch.pipeline.run import InferResult, run_infer
 
 
@@ -63,12 +63,14 @@ def evaluate(
     backend: str = "auto",
     overwrite: bool = False,
     workers: int | None = None,
+    faces: str = DEFAULT_FACES,
 ) -> Evaluation:
     """Predict `split` of `data` with `model`; write predictions to `out` and the summary beside it."""
     spec = spec or SplitSpec()
     with tempfile.TemporaryDirectory(prefix="agebatch-eval-") as tmp:
         manifest = split_manifest(data, tmp, split=split, spec=spec)
-        result = run_infer(InferJob(manifest, out, model=model, backend=backend, overwrite=overwrite, workers=workers))
+        job = InferJob(manifest, out, model=model, backend=backend, overwrite=overwrite, workers=workers, faces=faces)
+        result = run_infer(job)
     return Evaluation(model, split, result)
 
 

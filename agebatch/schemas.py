@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+#: 2: predictions' `path` may be null (a manifest row without a path); with --faces detect, one row per face
+#: and the FACE_COLUMNS.
+SCHEMA_VERSION = "2"
 
 #: Key/value metadata keys (bytes in Parquet; str here). Writers fill what they know.
 META_VERSION = "agebatch.version"  # tool version that wrote the file
@@ -22,6 +24,8 @@ META_BACKEND = "agebatch.backend"
 META_PRECISION = "agebatch.precision"
 META_ROWS = "agebatch.rows"  # rows written, stored when the file is completed
 META_STATS = "agebatch.stats"  # JSON object of run statistics, stored on completion
+META_INPUTS = "agebatch.inputs"  # inputs a shard covers (rows can be more: one per face)
+META_FACES = "agebatch.faces"  # "crop" or "detect"
 
 SPLITS = ("train", "val", "test")
 
@@ -39,7 +43,7 @@ MANIFEST = pa.schema(
 
 PREDICTIONS = pa.schema(
     [
-        pa.field("path", pa.string(), nullable=False),
+        pa.field("path", pa.string()),  # the input as listed; null only for a manifest row without a path
         pa.field("age", pa.float32()),  # years; null on error
         pa.field("gender_prob", pa.float32()),  # P(female); null on error
         pa.field("gender", pa.int8()),  # 0 male, 1 female; null on error
@@ -47,7 +51,17 @@ PREDICTIONS = pa.schema(
     ]
 )
 
-#: Appended to PREDICTIONS when the inputs carry labels.
+#: Appended to PREDICTIONS with --faces detect: which face of the image, where, how sure the detector was.
+FACE_COLUMNS = [
+    pa.field("face", pa.int16()),  # 0 = the largest face of the image, then by size; null when none was found
+    pa.field("face_x", pa.float32()),  # box in source-image pixels (after EXIF rotation)
+    pa.field("face_y", pa.float32()),
+    pa.field("face_w", pa.float32()),
+    pa.field("face_h", pa.float32()),
+    pa.field("face_score", pa.float32()),  # detector confidence, 0..1
+]
+
+#: Appended (last) when the inputs carry labels.
 PREDICTION_LABELS = [pa.field("age_true", pa.int16()), pa.field("gender_true", pa.int8())]
 
 SUMMARY = pa.schema(
@@ -60,6 +74,6 @@ SUMMARY = pa.schema(
 )
 
 
-def predictions_schema(labels: bool) -> pa.Schema:
-    """The predictions table's schema, with the label columns when the inputs carry labels."""
-    return pa.schema(list(PREDICTIONS) + (PREDICTION_LABELS if labels else []))
+def predictions_schema(labels: bool, faces: bool = False) -> pa.Schema:
+    """The predictions table's schema: face columns with --faces detect, label columns when inputs carry labels."""
+    return pa.schema(list(PREDICTIONS) + (FACE_COLUMNS if faces else []) + (PREDICTION_LABELS if labels else []))

@@ -35,11 +35,12 @@ class Item:
     """One input.
 
     `path` is where the bytes are read from; `key` is what outputs report in their
-    `path` column (the manifest's own string, so results join back to it).
+    `path` column (the manifest's own string, so results join back to it; None when a
+    manifest row has no path, so the output row stays null and traceable by position).
     """
 
     path: str
-    key: str
+    key: str | None
     age: int | None = None
     gender: int | None = None
     race: int | None = None
@@ -167,8 +168,8 @@ def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto
         for c in extra:
             cols[c] = table.column(c).to_pylist()
         for i, key in enumerate(keys):
-            key = key or ""
-            path = key if (not key or os.path.isabs(key)) else os.path.join(base, key)
+            path = key or ""  # a null or empty path reads as "" and becomes an error row, never a dropped one
+            path = path if (not path or os.path.isabs(path)) else os.path.join(base, path)
             item = Item(path=path, key=key, **{c: v[i] for c, v in cols.items()})
             yield _with_name_labels(item) if from_names else item
 

@@ -14,6 +14,7 @@ from agebatch.atomic import AtomicFile, write_bytes_atomic
 from agebatch.backends.probe import module_installed
 from agebatch.backends.registry import BACKEND_CHOICES, check_backend, kind_of
 from agebatch.errors import AgebatchError
+from agebatch.faces.options import FaceOptions
 from agebatch.pipeline.job import InferJob, RayOptions
 
 
@@ -74,11 +75,13 @@ def test_infer_job_round_trips_through_the_cli() -> None:
     job = InferJob(
         "photos/", "p.parquet", model="m.onnx", backend="onnxruntime", batch_size=64, workers=3, resume=True,
         summary="s.parquet", limit=10, glob="*.jpg", shard_rows=100, ray=RayOptions("auto", actors=2, gpus_per_actor=0.5),
+        faces="detect", face_options=FaceOptions(min_score=0.6, min_face=40, max_faces=3), save_crops="crops/",
     )  # fmt: skip
     params = infer.make_context("infer", job.cli_args()).params
-    direct = {f.name: getattr(job, f.name) for f in fields(job) if f.name != "ray"}
+    direct = {f.name: getattr(job, f.name) for f in fields(job) if f.name not in ("ray", "face_options")}
     assert {k: params[k] for k in direct} == direct
     assert (params["ray_address"], params["actors"], params["gpus_per_actor"]) == ("auto", 2, 0.5)
+    assert (params["min_score"], params["min_face"], params["max_faces"]) == (0.6, 40, 3)
 
 
 def test_backend_registry_maps_file_types() -> None:

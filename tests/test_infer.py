@@ -47,7 +47,32 @@ def _many_faces(dst: Path, samples_dir: Path, copies: int) -> Path:
 def test_every_input_gets_one_row_in_order(tmp_path: Path, fault_folder, onnx_model: str) -> None:
     folder, expect = fault_folder
     out = tmp_path / "p.parquet"
-    result = run_infer(InferJob(str(folder), str(out), model=onnx_model, batch_size=4))
+    result = run_infer(InferJob(str(folder), str(out), model=onnx_model, batch_size=4, faces="crop"))
+    _check_fault_rows(out, folder, expect, result)
+
+
+def test_detect_mode_keeps_every_input_and_its_error(tmp_path: Path, fault_folder, onnx_model: str) -> None:
+    """With --faces detect: the same decode errors, the real faces found, a picture of lines has 'no face found'."""
+    folder, expect = fault_folder
+    out = tmp_path / "p.parquet"
+    run_infer(InferJob(str(folder), str(out), model=onnx_model, batch_size=4, faces="detect"))
+    rows = pq.read_table(out).to_pylist()
+    keys = [i.key for i in iter_items(folder)]
+    firsts = [r["path"] for r in rows if r["face"] in (None, 0)]
+    assert firsts == keys, "every input once (its first row), in input order"
+    by_name = {Path(r["path"]).relative_to(folder).as_posix(): r for r in rows if r["face"] in (None, 0)}
+    for name, expected in expect.items():
+        r = by_name[name]
+        if expected is not None:
+            assert expected in r["error"] and r["face"] is None and r["age"] is None, name
+    faces = [n for n in expect if n.endswith(".jpg") and expect[n] is None and n not in ("huge.jpg", "unreadable.jpg")]
+    for name in faces:
+        r = by_name[name]
+        assert r["error"] is None and r["face"] == 0 and 0 < r["face_score"] <= 1 and 0 < r["age"] < 120, name
+    assert by_name["huge.jpg"]["error"] == "no face found" and by_name["huge.jpg"]["face"] is None
+
+
+def _check_fault_rows(out: Path, folder: Path, expect: dict, result) -> None:
     table = pq.read_table(out)
     rows = table.to_pylist()
     assert [r["path"] for r in rows] == [i.key for i in iter_items(folder)], "one row per input, in input order"
@@ -76,7 +101,7 @@ def test_summary_matches_the_predictions(tmp_path: Path, samples_dir: Path, onnx
     from agebatch.metrics import summarize
 
     out = tmp_path / "p.parquet"
-    result = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model))
+    result = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, faces="crop"))
     t = pq.read_table(out).to_pydict()
     expected = summarize(
         np.array(t["age"]), np.array(t["gender_prob"]), np.array(t["age_true"], float), np.array(t["gender_true"], float)
@@ -100,9 +125,9 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
     unlabelled.mkdir()
     for i, f in enumerate(faces):
         shutil.copy(f, unlabelled / f"img{i}.jpg")
-    r = run_infer(InferJob(str(tmp_path / "m.parquet"), str(tmp_path / "a.parquet"), model=onnx_model, limit=3))
+    r = run_infer(InferJob(str(tmp_path / "m.parquet"), str(tmp_path / "a.parquet"), model=onnx_model, limit=3, faces="crop"))
     assert r.inputs == 3 and pq.read_table(tmp_path / "a.parquet").column("path").to_pylist() == [str(f) for f in faces[:3]]
-    r = run_infer(InferJob(str(unlabelled), str(tmp_path / "b.parquet"), model=onnx_model))
+    r = run_infer(InferJob(str(unlabelled), str(tmp_path / "b.parquet"), model=onnx_model, faces="crop"))
     assert pq.read_table(tmp_path / "b.parquet").column_names == ["path", "age", "gender_prob", "gender", "error"]
     assert r.summary_path is None and not (tmp_path / "b.summary.parquet").exists()
 
@@ -110,7 +135,7 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
     src = _many_faces(tmp_path / "faces", samples_dir, 40)  # 1,560 inputs
     clean = tmp_path / "clean.parquet"
-    run_infer(InferJob(str(src), str(clean), model=onnx_model, batch_size=16, shard_rows=64))
+    run_infer(InferJob(str(src), str(clean), model=onnx_model, batch_size=16, shard_rows=64, faces="crop"))
     out = tmp_path / "p.parquet"
     args = [
         "infer",
@@ -125,6 +150,8 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, samples
         "64",
         "--workers",
         "1",
+        "--faces",
+        "crop",
     ]
     proc = subprocess.Popen([sys.executable, "-m", "agebatch", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = Path(parts_dir(str(out)))
@@ -148,12 +175,12 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, samples
 
 def test_existing_output_and_resume_rules(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
     out = tmp_path / "p.parquet"
-    run_infer(InferJob(str(samples_dir), str(out), model=onnx_model))
+    run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, faces="crop"))
     with pytest.raises(AgebatchError, match="already exists"):
-        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model))
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, faces="crop"))
     with pytest.raises(AgebatchError, match="already complete"):
-        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, resume=True))
-    r = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, overwrite=True))
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, resume=True, faces="crop"))
+    r = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, overwrite=True, faces="crop"))
     assert r.inputs == 39
 
 
@@ -194,7 +221,8 @@ def test_disk_full_fails_cleanly(tmp_path: Path, samples_dir: Path, onnx_model: 
 
     out = tmp_path / "p.parquet"
     proc = subprocess.run(
-        [sys.executable, "-m", "agebatch", "infer", str(src), "--out", str(out), "--model", onnx_model, "--shard-rows", "256"],
+        [sys.executable, "-m", "agebatch", "infer", str(src), "--out", str(out), "--model", onnx_model, "--shard-rows", "256",
+         "--faces", "crop"],
         capture_output=True, text=True, preexec_fn=limit,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
@@ -213,4 +241,4 @@ def test_cpu_infer_command_never_imports_tensorflow(tmp_path: Path, samples_dir:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "TF=[]" in proc.stdout
-    assert pq.read_table(tmp_path / "p.parquet").num_rows == 39
+    assert len(set(pq.read_table(tmp_path / "p.parquet").column("path").to_pylist())) == 39, "default: detect mode"

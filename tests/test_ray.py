@@ -36,8 +36,8 @@ def _rows(folder: Path) -> dict[str, list]:
 
 def test_ray_rows_equal_the_local_run(tmp_path: Path, fault_folder, onnx_model: str, local_ray) -> None:
     folder, expect = fault_folder
-    local = run_infer(InferJob(str(folder), str(tmp_path / "local.parquet"), model=onnx_model, batch_size=8))
-    remote = run_infer(InferJob(str(folder), str(tmp_path / "ray"), model=onnx_model, batch_size=8, ray=local_ray))
+    local = run_infer(InferJob(str(folder), str(tmp_path / "local.parquet"), model=onnx_model, batch_size=8, faces="crop"))
+    remote = run_infer(InferJob(str(folder), str(tmp_path / "ray"), model=onnx_model, batch_size=8, ray=local_ray, faces="crop"))
     a = pq.read_table(tmp_path / "local.parquet").to_pydict()
     b = _rows(tmp_path / "ray")
     assert b["path"] == a["path"], "every input once, in the same order"
@@ -54,21 +54,52 @@ def test_ray_rows_equal_the_local_run(tmp_path: Path, fault_folder, onnx_model: 
 
 def test_ray_resume_skips_completed_shards(tmp_path: Path, samples_dir: Path, onnx_model: str, local_ray) -> None:
     out = tmp_path / "ray"
-    run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray))
+    run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, faces="crop"))
     shards = sorted(out.glob("part-*.parquet"))
     assert len(shards) == 5  # 39 rows in shards of 8
     with pytest.raises(AgebatchError, match="already complete"):
-        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True))
+        run_infer(
+            InferJob(
+                str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True, faces="crop"
+            )
+        )
     # Simulate a run that died after three shards.
     (out / SUCCESS).unlink()
     for s in shards[3:]:
         s.unlink()
     kept = {s.name: os.stat(s).st_mtime_ns for s in shards[:3]}
     with pytest.raises(AgebatchError, match="--resume"):
-        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray))
+        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, faces="crop"))
     result = run_infer(
-        InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True)
+        InferJob(
+            str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True, faces="crop"
+        )
     )
-    assert result.resumed_rows == 24 and result.inputs == 39
+    assert result.resumed_inputs == 24 and result.inputs == 39
     assert {s.name: os.stat(s).st_mtime_ns for s in shards[:3]} == kept, "completed shards are not recomputed"
     assert _rows(out)["path"] == sorted(str(p) for p in samples_dir.glob("*.jpg"))
+
+
+def test_ray_detect_mode_equals_the_local_run(tmp_path: Path, samples_dir: Path, onnx_model: str, local_ray) -> None:
+    """Multi-face photos on Ray: the same face rows, in the same order, as a local run (faces never split)."""
+    import cv2
+    from photos import DATA, compose, save_jpeg
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    faces = sorted(samples_dir.glob("*.jpg"))
+    for i in range(6):
+        image, _ = compose(
+            "coffee.jpg", faces[i : i + 3], [(400, 400, 500, 0), (1300, 500, 380, 6), (900, 1000, 300, -6)], (1200, 1800)
+        )
+        save_jpeg(image, src / f"group{i}.jpg")
+    cv2.imwrite(str(src / "nobody.jpg"), cv2.imread(str(DATA / "rocket.jpg")))
+    local = run_infer(InferJob(str(src), str(tmp_path / "local.parquet"), model=onnx_model, batch_size=4, faces="detect"))
+    remote = run_infer(InferJob(str(src), str(tmp_path / "ray"), model=onnx_model, batch_size=4, ray=local_ray, faces="detect"))
+    a = pq.read_table(tmp_path / "local.parquet").to_pydict()
+    b = _rows(tmp_path / "ray")
+    assert local.rows == remote.rows == 19 and local.inputs == remote.inputs == 7
+    assert b["path"] == a["path"] and b["face"] == a["face"] and b["error"] == a["error"]
+    ok = [e is None for e in a["error"]]
+    assert np.abs(np.array(a["age"], float)[ok] - np.array(b["age"], float)[ok]).max() <= 1e-4
+    assert np.allclose(np.array(a["face_w"], float)[ok], np.array(b["face_w"], float)[ok])

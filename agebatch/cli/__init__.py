@@ -19,7 +19,7 @@ import click
 
 from agebatch import __version__
 from agebatch.cli.options import CONTEXT_SETTINGS
-from agebatch.errors import EXIT_INTERRUPTED, AgebatchError
+from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, raise_on_sigterm
 
 #: Command name -> "module:attribute" of its Click command, in the order `--help` lists them.
 COMMANDS = {
@@ -57,6 +57,7 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        raise_on_sigterm()  # a scheduler's SIGTERM stops a run like Ctrl-C: saved work kept, one line, exit 143
         try:
             return super().invoke(ctx)
         except AgebatchError as e:
@@ -65,6 +66,9 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.secho("Interrupted; no partial output was kept under the final name.", fg="yellow", err=True)
             ctx.exit(EXIT_INTERRUPTED)
+        except Terminated:
+            click.secho("Terminated (SIGTERM); no partial output was kept under the final name.", fg="yellow", err=True)
+            ctx.exit(EXIT_TERMINATED)
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT_SETTINGS)
@@ -80,7 +84,7 @@ def main() -> None:
       agebatch infer /photos --out preds.parquet          # streaming batch inference
 
     Exit codes: 0 done, 1 the run failed (I/O, disk full), 2 bad input or options,
-    130 interrupted.
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
 
 

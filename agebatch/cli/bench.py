@@ -75,17 +75,28 @@ def bench_engine(artifact: str, batch_sizes: list[int], seconds: float, keras_mo
 @model_option("A .keras model (default: the shipped model); infer uses its ONNX export when present.")
 @click.option("--limit", default=2000, show_default=True, type=click.IntRange(1), help="Faces for the head-to-head run.")
 @click.option("--no-full", is_flag=True, help="Skip the run over all of SOURCE (memory flatness).")
+@click.option(
+    "--faces",
+    type=click.Choice(["crop", "detect"]),
+    default="crop",
+    show_default=True,
+    help="crop: infer (crop mode) vs the seeds' loop; detect: detect vs crop mode, then detect on 12 MP photos.",
+)
+@click.option(
+    "--photos", default=100, show_default=True, type=click.IntRange(1), help="With --faces detect: 12 MP photos to make."
+)
 @workers_option
-def bench_infer(source: str, model: str | None, limit: int, no_full: bool, workers: int | None) -> None:
-    """End to end: `agebatch infer` vs the seeds' evaluation loop, wall time and peak RSS.
+def bench_infer(source: str, model: str | None, limit: int, no_full: bool, faces: str, photos: int, workers: int | None) -> None:
+    """End to end, whole processes: wall time, images/s and peak RSS, with ratios measured in this run.
 
-    Runs the seeds' loop (imread, resize, /255, stack all as float64, one predict) and
-    `agebatch infer` on the first LIMIT faces of SOURCE, then infer on all of SOURCE,
-    each as its own process, and prints the ratios measured in this run.
+    --faces crop: the seeds' loop (imread, resize, /255, stack all as float64, one
+    predict) and `agebatch infer --faces crop` on the first LIMIT faces of SOURCE, then
+    infer on all of SOURCE. --faces detect: `infer --faces detect` vs `--faces crop` on
+    LIMIT faces, then detect mode on PHOTOS 12 MP photos composed from SOURCE's faces.
     """
     from rich.console import Console
 
-    from agebatch.bench.infer import report, run_infer_bench
+    from agebatch.bench.infer import report, report_faces, run_faces_bench, run_infer_bench
     from agebatch.models.card import load_card
     from agebatch.models.shipped import default_model
 
@@ -93,4 +104,8 @@ def bench_infer(source: str, model: str | None, limit: int, no_full: bool, worke
     if not os.path.isfile(model):
         raise AgebatchError(f"model file not found: {model}")
     load_card(model)  # the seeds' loop needs the .keras model and its card
+    if faces == "detect":
+        runs, placed = run_faces_bench(source, model, limit=limit, photos=photos, workers=workers)
+        report_faces(runs, placed, Console())
+        return
     report(run_infer_bench(source, model, limit=limit, full=not no_full, workers=workers), Console())

@@ -6,9 +6,17 @@ import os
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, backend_option, overwrite_option, split_choice_option, split_options, stack
+from agebatch.cli.options import (
+    CONTEXT_SETTINGS,
+    backend_option,
+    faces_option,
+    overwrite_option,
+    split_choice_option,
+    split_options,
+    stack,
+)
 
-scoring_options = stack(split_choice_option, split_options, backend_option, overwrite_option)
+scoring_options = stack(split_choice_option, split_options, backend_option, faces_option, overwrite_option)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -20,7 +28,7 @@ scoring_options = stack(split_choice_option, split_options, backend_option, over
 @scoring_options
 def evaluate(
     model: str, data: str, out: str | None, split: str, split_seed: int, val: float, test_frac: float, backend: str,
-    overwrite: bool,
+    faces: str, overwrite: bool,
 ) -> None:  # fmt: skip
     """Score MODEL on one split of labelled DATA: age MAE and gender accuracy, overall, per age band and per gender."""
     from rich.console import Console
@@ -31,8 +39,10 @@ def evaluate(
     from agebatch.report import summary_table
 
     out = out or default_output(model, split)
-    ev = run_eval(model, data, out, split=split, spec=SplitSpec(val, test_frac, split_seed), backend=backend, overwrite=overwrite)
-    Console().print(summary_table(ev.rows, title=f"{model} on the {split} split of {data} ({ev.result.backend})"))
+    spec = SplitSpec(val, test_frac, split_seed)
+    ev = run_eval(model, data, out, split=split, spec=spec, backend=backend, overwrite=overwrite, faces=faces)
+    title = f"{model} on the {split} split of {data} ({ev.result.backend}, --faces {faces})"
+    Console().print(summary_table(ev.rows, title=title))
     click.echo(f"predictions: {out}; summary: {ev.result.summary_path}")
 
 
@@ -44,7 +54,7 @@ def evaluate(
 @scoring_options
 def compare(
     model_a: str, model_b: str, data: str, out_dir: str, split: str, split_seed: int, val: float, test_frac: float,
-    backend: str, overwrite: bool,
+    backend: str, faces: str, overwrite: bool,
 ) -> None:  # fmt: skip
     """Score two models on the same split of DATA and show them side by side (table + compare.png)."""
     from rich.console import Console
@@ -57,7 +67,9 @@ def compare(
     os.makedirs(out_dir, exist_ok=True)
     spec = SplitSpec(val, test_frac, split_seed)
     evals = [
-        run_eval(m, data, default_output(m, split, out_dir), split=split, spec=spec, backend=backend, overwrite=overwrite)
+        run_eval(
+            m, data, default_output(m, split, out_dir), split=split, spec=spec, backend=backend, overwrite=overwrite, faces=faces
+        )
         for m in (model_a, model_b)
     ]
     names = [os.path.basename(m) for m in (model_a, model_b)]

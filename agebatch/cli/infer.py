@@ -10,6 +10,8 @@ from agebatch.cli.options import (
     CONTEXT_SETTINGS,
     backend_option,
     batch_size_option,
+    face_filter_options,
+    faces_option,
     glob_option,
     limit_option,
     model_option,
@@ -18,7 +20,7 @@ from agebatch.cli.options import (
     source_argument,
     workers_option,
 )
-from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
+from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, MAX_BATCH_SIZE
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -29,7 +31,7 @@ from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
     "default: the shipped model."
 )
 @backend_option
-@batch_size_option(DEFAULT_BATCH_SIZE)
+@batch_size_option(DEFAULT_BATCH_SIZE, maximum=MAX_BATCH_SIZE)
 @workers_option
 @resume_option
 @overwrite_option
@@ -48,20 +50,26 @@ from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS
     "--actors", default=1, show_default=True, type=click.IntRange(1), help="With --ray: prediction actors (model copies)."
 )
 @click.option("--gpus-per-actor", default=0.0, show_default=True, type=click.FloatRange(0), help="With --ray: GPUs per actor.")
+@faces_option
+@face_filter_options
+@click.option("--save-crops", default=None, help="detect: also write each aligned face as a JPEG into this folder.")
 @click.option("--shard-rows", default=DEFAULT_SHARD_ROWS, hidden=True, type=click.IntRange(1), help="Rows per resumable shard.")
 def infer(
     source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
     summary: str | None, limit: int | None, glob: str | None, ray_address: str | None, actors: int, gpus_per_actor: float,
-    shard_rows: int,
+    faces: str, min_score: float, min_face: float, max_faces: int | None, save_crops: str | None, shard_rows: int,
 ) -> None:  # fmt: skip
     """Predict age and gender for every image of SOURCE (folder, manifest or image).
 
     Writes one row per input, in input order: path, age, gender_prob, gender,
     error (and age_true, gender_true when labels are known), plus a summary table
-    when labels are known. Exit 0 when the run completed, even with error rows.
+    when labels are known. With --faces detect, one row per face instead (face,
+    face_x/y/w/h, face_score), and one error row for an image without a face.
+    Exit 0 when the run completed, even with error rows.
     """
     from rich.console import Console
 
+    from agebatch.faces.options import FaceOptions
     from agebatch.pipeline.job import InferJob, RayOptions
     from agebatch.pipeline.run import run_infer
     from agebatch.progress import Progress
@@ -71,14 +79,17 @@ def infer(
         ray = RayOptions(address=None if ray_address == "local" else ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
     job = InferJob(
         source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume, overwrite=overwrite,
-        summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, ray=ray,
+        summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, ray=ray, faces=faces,
+        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces), save_crops=save_crops,
     )  # fmt: skip
     with Progress(None, "infer") as progress:
         result = run_infer(job, progress)
     console = Console()
     console.print(
-        f"{result.inputs:,} inputs -> {result.out}: {result.predicted:,} predicted, {result.errors:,} errors"
-        + (f", {result.resumed_rows:,} from the earlier run" if result.resumed_rows else "")
+        f"{result.inputs:,} inputs -> {result.out}: "
+        + (f"{result.rows:,} rows (one per face), " if result.faces == "detect" else "")
+        + f"{result.predicted:,} predicted, {result.errors:,} errors"
+        + (f", {result.resumed_inputs:,} inputs from the earlier run" if result.resumed_inputs else "")
         + f"; {result.images_per_s:,.0f} img/s with {result.backend} ({os.path.basename(result.artifact)})"
     )
     if result.summary:

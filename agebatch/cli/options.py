@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 import click
 
 from agebatch.backends.registry import BACKEND_CHOICES
+from agebatch.faces.options import FACE_MODES, FaceOptions
+from agebatch.pipeline.job import DEFAULT_FACES
 
 #: Every command's: -h works as --help, and help text wraps at 100 columns.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -68,8 +70,8 @@ backend_option = click.option(
 )
 
 
-def batch_size_option(default: int, help: str = "Images per batch.") -> Decorator[Any]:
-    return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1), help=help)
+def batch_size_option(default: int, help: str = "Images per batch.", maximum: int | None = None) -> Decorator[Any]:
+    return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1, maximum), help=help)
 
 
 def model_option(help: str) -> Decorator[Any]:
@@ -99,6 +101,37 @@ split_options = stack(
         show_default=True,
         type=int,
         help="Split seed; a file's split is a function of (content hash, seed).",
+    ),
+)
+
+_face_defaults = FaceOptions()
+
+faces_option = click.option(
+    "--faces",
+    type=click.Choice(FACE_MODES),
+    default=DEFAULT_FACES,
+    show_default=True,
+    help="detect: find, align and predict every face (one row per face); crop: each input is one face crop.",
+)
+
+#: Which detected faces are kept (infer).
+face_filter_options = stack(
+    click.option(
+        "--min-score",
+        default=_face_defaults.min_score,
+        show_default=True,
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        help="detect: the detector's confidence a face needs.",
+    ),
+    click.option(
+        "--min-face",
+        default=_face_defaults.min_face,
+        show_default=True,
+        type=click.FloatRange(0),
+        help="detect: smallest face kept, box width in source pixels.",
+    ),
+    click.option(
+        "--max-faces", default=None, type=click.IntRange(1), help="detect: keep at most N faces per image, largest first."
     ),
 )
 

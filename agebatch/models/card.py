@@ -43,6 +43,9 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    #: Where BlazeFace's keypoints sit in this model's training crops (`agebatch.faces.align.FaceTemplate`
+    #: as a dict); None: the UTKFace template shipped with agebatch.
+    face_template: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,6 +73,7 @@ class ModelCard:
                 training=dict(d.get("training", {})),
                 metrics=dict(d.get("metrics", {})),
                 versions=dict(d.get("versions", {})),
+                face_template=dict(d["face_template"]) if d.get("face_template") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise AgebatchError(f"{where} is malformed: {e}") from e

@@ -15,6 +15,7 @@ The driver writes a few kilobytes per thousand rows; the pixels never reach it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,8 @@ from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import ResolvedModel
 from agebatch.decode import DecodeOptions
 from agebatch.errors import AgebatchError
+from agebatch.faces.options import FaceOptions
+from agebatch.pipeline.detect import FaceColumns
 from agebatch.pipeline.job import InferJob, RayOptions
 from agebatch.pipeline.stream import BatchResult, predict_ok
 from agebatch.sources import Item
@@ -61,8 +64,45 @@ def _decode_batch(batch: dict[str, np.ndarray], opts: DecodeOptions) -> dict[str
     return {"index": batch["index"], "image": images, "error": np.array([e or "" for e in errors], dtype=object)}
 
 
+@functools.lru_cache(maxsize=2)
+def _finder(options: FaceOptions) -> Any:
+    """One FaceFinder per Ray worker process (they are reused across tasks): the detectors load once."""
+    from agebatch.faces.detect import FaceFinder
+
+    return FaceFinder(options, threads=1)
+
+
+def _detect_batch(
+    batch: dict[str, np.ndarray], model_input: DecodeOptions, faces: FaceOptions, template: dict[str, Any], save_crops: str | None
+) -> dict[str, np.ndarray]:
+    """Ray task: decode whole photos, find and align every face; one output row per face (or per faceless input)."""
+    from agebatch.batching import ImageBatch
+    from agebatch.decode import decode_work_images, limit_opencv_threads
+    from agebatch.faces.align import FaceTemplate
+    from agebatch.pipeline.detect import detect_rows
+
+    limit_opencv_threads()
+    index = np.asarray(batch["index"])
+    items = [Item(str(p), str(p)) for p in batch["path"]]
+    photos = DecodeOptions(size=(faces.work_side, faces.work_side), max_pixels=model_input.max_pixels)
+    decoded = decode_work_images(items, photos)
+    images = ImageBatch(
+        int(index[0]) if len(index) else 0, items, [d[0] for d in decoded], [d[1] for d in decoded], [d[2] for d in decoded]
+    )
+    rows = detect_rows(images, _finder(faces), FaceTemplate.from_dict(template), model_input, save_crops)
+    where = {id(item): i for item, i in zip(items, index, strict=True)}
+    return {
+        "index": np.array([where[id(item)] for item in rows.items], np.int64),
+        "image": rows.crops,
+        "error": np.array([e or "" for e in rows.errors], dtype=object),
+        "face": rows.columns.face,
+        "box": rows.columns.boxes,
+        "score": rows.columns.scores,
+    }
+
+
 class _Predictor:
-    """Ray actor: loads the model once, predicts every batch routed to it."""
+    """Ray actor: loads the model once, predicts every batch routed to it; other columns pass through."""
 
     def __init__(self, artifact: str, kind: str) -> None:
         self.backend = load_backend(artifact, kind)
@@ -70,7 +110,8 @@ class _Predictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.array([e == "" for e in batch["error"]], bool)
         age, prob = predict_ok(self.backend, np.asarray(batch["image"]), ok)
-        return {"index": batch["index"], "age": age, "gender_prob": prob, "error": batch["error"]}
+        rest = {k: v for k, v in batch.items() if k != "image"}
+        return {**rest, "age": age, "gender_prob": prob}
 
 
 class RayStream:
@@ -87,6 +128,7 @@ class RayStream:
         self.batch_size = job.batch_size
         self.decode = model.card.decode_options()
         self.name = f"{model.backend} on ray"
+        self.job = job
 
     def predict(self, items: Iterator[Item]) -> Iterator[BatchResult]:
         _init(self.options)
@@ -107,10 +149,22 @@ class RayStream:
             )
             for lo in range(0, len(listed), INPUT_BLOCK_ROWS)
         ]
-        decode: Any = _decode_batch  # Ray's stubs type batches as pandas | pyarrow | numpy dicts; ours are numpy
+        # Ray's stubs type batches as pandas | pyarrow | numpy dicts; ours are numpy.
+        decode: Any = _decode_batch
+        kwargs: dict[str, Any] = {"opts": self.decode}
+        batch_size = self.batch_size
+        if self.job.faces == "detect":
+            from agebatch.faces.align import template_for
+            from agebatch.pipeline.job import DETECT_BATCH_IMAGES
+
+            decode = _detect_batch
+            template = template_for(self.model.card.face_template).to_dict()
+            kwargs = {"model_input": self.decode, "faces": self.job.face_options, "template": template}
+            kwargs["save_crops"] = self.job.save_crops
+            batch_size = min(DETECT_BATCH_IMAGES, self.batch_size)
         ds = (
             ray.data.from_arrow(blocks)
-            .map_batches(decode, batch_size=self.batch_size, fn_kwargs={"opts": self.decode}, batch_format="numpy")
+            .map_batches(decode, batch_size=batch_size, fn_kwargs=kwargs, batch_format="numpy")
             .map_batches(
                 _Predictor,
                 batch_size=self.batch_size,
@@ -120,16 +174,45 @@ class RayStream:
                 num_gpus=self.options.gpus_per_actor or None,
             )
         )
+        batches: Iterator[dict[str, np.ndarray]] = ds.iter_batches(  # type: ignore[assignment]
+            batch_size=self.batch_size, batch_format="numpy", prefetch_batches=2
+        )
         expected = 0
-        out: dict[str, np.ndarray]
-        for out in ds.iter_batches(batch_size=self.batch_size, batch_format="numpy", prefetch_batches=2):  # type: ignore[assignment]
+        for out in _whole_inputs(batches) if self.job.faces == "detect" else batches:
             index = out["index"]
-            if len(index) and not np.array_equal(index, np.arange(expected, expected + len(index))):
+            first = np.r_[True, index[1:] != index[:-1]]  # the first row of each input
+            starts = index[first]
+            if len(starts) and not np.array_equal(starts, np.arange(expected, expected + len(starts))):
                 # A broken ordering promise is a bug (ours or Ray's), not a user error: keep the traceback.
-                raise RuntimeError(f"Ray returned rows out of order (expected row {expected}, got {index[0]})")
-            chunk = listed[expected : expected + len(index)]
+                raise RuntimeError(f"Ray returned rows out of order (expected input {expected}, got {starts[0]})")
+            rows = [listed[i] for i in index]
             errors = [e or None for e in out["error"]]
-            yield BatchResult(chunk, errors, np.asarray(out["age"], np.float32), np.asarray(out["gender_prob"], np.float32))
-            expected += len(index)
+            faces = None
+            if "face" in out:
+                faces = FaceColumns(out["face"].astype(np.int16), out["box"].astype(np.float32), out["score"].astype(np.float32))
+            age, prob = np.asarray(out["age"], np.float32), np.asarray(out["gender_prob"], np.float32)
+            yield BatchResult(rows, errors, age, prob, faces, len(starts))
+            expected += len(starts)
         if expected != len(listed):
-            raise RuntimeError(f"Ray returned {expected} rows for {len(listed)} inputs")
+            raise RuntimeError(f"Ray returned {expected} inputs of {len(listed)}")
+
+
+def _whole_inputs(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """Re-cut Ray's batches so that all rows of one input (its faces) are in the same batch.
+
+    Crop mode needs none of this (one row per input), and keeps Ray's batches as they come.
+    """
+    held: dict[str, np.ndarray] | None = None
+    for out in batches:
+        if held is not None:
+            out = {k: np.concatenate([held[k], out[k]]) for k in out}
+        index = out["index"]
+        if not len(index):
+            held = out
+            continue
+        cut = int(np.searchsorted(index, index[-1]))  # rows of the last input may continue in the next batch
+        held = {k: v[cut:] for k, v in out.items()}
+        if cut:
+            yield {k: v[:cut] for k, v in out.items()}
+    if held is not None and len(held["index"]):
+        yield held

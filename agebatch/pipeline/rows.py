@@ -30,6 +30,14 @@ def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
         "gender": pa.array((prob >= 0.5).astype(np.int8), pa.int8(), mask=bad),
         "error": pa.array(result.errors, pa.string()),
     }
+    if "face" in schema.names:
+        f = result.faces
+        assert f is not None, "a detect-mode schema needs face columns"
+        none = f.face < 0
+        cols["face"] = pa.array(f.face, pa.int16(), mask=none)
+        for k, name in enumerate(("face_x", "face_y", "face_w", "face_h")):
+            cols[name] = pa.array(f.boxes[:, k], pa.float32(), mask=none)
+        cols["face_score"] = pa.array(f.scores, pa.float32(), mask=none)
     if "age_true" in schema.names:
         cols["age_true"] = pa.array([i.age for i in result.items], pa.int16())
         cols["gender_true"] = pa.array([i.gender for i in result.items], pa.int8())
@@ -38,33 +46,52 @@ def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
 
 @dataclass(slots=True)
 class RunTally:
-    """Counts and accuracy sums over the finished output, fed one table at a time (flat memory)."""
+    """Counts and accuracy sums over the finished output, fed one shard at a time (flat memory).
 
+    Labels describe an image's person, so with one row per face only face 0 (the
+    largest) is scored; rows of other faces would score the label against a bystander.
+    """
+
+    inputs: int = 0
     rows: int = 0
     errors: int = 0
     metrics: SummaryAccumulator = field(default_factory=SummaryAccumulator)
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, inputs: int) -> None:
+        self.inputs += inputs
         self.rows += table.num_rows
         self.errors += table.num_rows - table.column("error").null_count
         if "age_true" in table.column_names:
+            if "face" in table.column_names:
+                face = table.column("face").to_numpy(zero_copy_only=False)
+                table = table.filter(pa.array(np.nan_to_num(face.astype(np.float64), nan=0.0) == 0))
             self.metrics.update(*(_floats(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
 
-    def stats(self, resumed_rows: int) -> dict[str, int]:
-        return {"inputs": self.rows, "predicted": self.rows - self.errors, "errors": self.errors, "resumed_rows": resumed_rows}
+    def stats(self, resumed_inputs: int) -> dict[str, int]:
+        return {
+            "inputs": self.inputs,
+            "rows": self.rows,
+            "predicted": self.rows - self.errors,
+            "errors": self.errors,
+            "resumed_inputs": resumed_inputs,
+        }
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
+#: Run counts the summary carries as `run:*` rows (n only): inputs read, rows written, rows predicted, error rows.
+RUN_COUNTS = ("inputs", "rows", "predicted", "errors")
+
+
 def write_summary(path: str, rows: list[ScopeMetrics], stats: dict[str, int], meta: dict[str, str]) -> None:
     """Summary Parquet: one row per scope, then run counts as `run:*` rows (n only)."""
     table = {
-        "scope": [r.scope for r in rows] + [f"run:{k}" for k in ("inputs", "predicted", "errors")],
-        "n": [r.n for r in rows] + [stats["inputs"], stats["predicted"], stats["errors"]],
-        "age_mae": [r.age_mae for r in rows] + [None] * 3,
-        "gender_accuracy": [r.gender_accuracy for r in rows] + [None] * 3,
+        "scope": [r.scope for r in rows] + [f"run:{k}" for k in RUN_COUNTS],
+        "n": [r.n for r in rows] + [stats[k] for k in RUN_COUNTS],
+        "age_mae": [r.age_mae for r in rows] + [None] * len(RUN_COUNTS),
+        "gender_accuracy": [r.gender_accuracy for r in rows] + [None] * len(RUN_COUNTS),
     }
     with ParquetWriter(
         path, SUMMARY, metadata={**meta, META_SCHEMA: "summary", META_STATS: json.dumps(stats)}, overwrite=True

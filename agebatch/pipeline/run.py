@@ -16,14 +16,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from agebatch.backends.resolve import ResolvedModel, resolve
-from agebatch.errors import EXIT_INTERRUPTED, AgebatchError
+from agebatch.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated
+from agebatch.faces.align import template_for
+from agebatch.lock import OutputLock
 from agebatch.metrics import ScopeMetrics
+from agebatch.pipeline.guard import check_outputs, refuse_outputs_as_inputs
 from agebatch.pipeline.job import InferJob
 from agebatch.pipeline.rows import RunTally, to_record_batch, write_summary
 from agebatch.pipeline.shards import ShardStore, run_signature
 from agebatch.pipeline.stream import LocalStream, PredictionStream
 from agebatch.schemas import (
     META_BACKEND,
+    META_FACES,
     META_MODEL_ID,
     META_MODEL_SHA256,
     META_PRECISION,
@@ -53,17 +57,19 @@ class InferResult:
     out: str
     summary_path: str | None
     inputs: int
-    predicted: int
-    errors: int
-    resumed_rows: int
+    rows: int  # = inputs in crop mode; one per face (or per faceless / unreadable input) in detect mode
+    predicted: int  # rows with predictions
+    errors: int  # rows with an error
+    resumed_inputs: int
     seconds: float
     backend: str
     artifact: str
+    faces: str
     summary: list[ScopeMetrics] = field(default_factory=list)
 
     @property
     def images_per_s(self) -> float:
-        return (self.inputs - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
+        return (self.inputs - self.resumed_inputs) / self.seconds if self.seconds > 0 else 0.0
 
 
 def open_stream(model: ResolvedModel, job: InferJob) -> PredictionStream:
@@ -82,20 +88,51 @@ def _peek(items: Iterator[Item]) -> tuple[bool, bool, Iterator[Item]]:
 
 
 def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResult:
-    """Predict age and gender for every input of `job.source`; write `job.out` (and a summary when labels exist)."""
+    """Predict age and gender for every input of `job.source`; write `job.out` (and a summary when labels exist).
+
+    Holds an exclusive lock on `job.out` for the whole run: a second run on the same
+    output fails at once instead of racing this one over the same shards.
+    """
+    files = {"--summary": job.summary_path} if job.folder_output else {"--out": job.out, "--summary": job.summary_path}
+    check_outputs(job.source, files, image_folders={"--save-crops": job.save_crops} if job.save_crops else {})
+    with OutputLock(job.out):
+        return _run_locked(job, list(files.values()), progress)
+
+
+def _stopped(what: str, store: ShardStore) -> str:
+    if not store.saved:
+        return f"{what} before any rows were saved; nothing was kept"
+    return f"{what} after {store.saved:,} rows were saved in {store.folder}; run the same command with --resume to continue"
+
+
+def _io_failed(e: AgebatchError, store: ShardStore) -> AgebatchError:
+    """An I/O failure mid-run (disk full): say what is left and how to go on."""
+    if not store.saved:
+        return AgebatchError(f"{e.message}; no rows were saved", EXIT_FAILED)
+    return AgebatchError(
+        f"{e.message}; {store.saved:,} rows stay saved in {store.folder}: free space, then run the same command with --resume",
+        EXIT_FAILED,
+    )
+
+
+def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None) -> InferResult:
     store = ShardStore.prepare(
         job.out, folder_output=job.folder_output, shard_rows=job.shard_rows, resume=job.resume, overwrite=job.overwrite
     )
     model = resolve(job.model, job.backend)
     stream = open_stream(model, job)
-    items = iter_items(job.source, glob=job.glob)
+    items = refuse_outputs_as_inputs(iter_items(job.source, glob=job.glob), outputs)
     any_input, has_labels, items = _peek(items)
     if not any_input:
         raise AgebatchError(f"no image files found in {job.source}")
     if job.limit is not None:
         items = itertools.islice(items, job.limit)
-    schema = predictions_schema(has_labels)
-    signature = run_signature(job.source, model.artifact, model.sha256, has_labels, asdict(model.card.decode_options()))
+    detect = job.faces == "detect"
+    schema = predictions_schema(has_labels, faces=detect)
+    faces = {"mode": job.faces, **(asdict(job.face_options) if detect else {})}
+    if detect:
+        faces["template"] = template_for(model.card.face_template).to_dict()["keypoints"]
+    signature = run_signature(job.source, model.artifact, model.sha256, has_labels, asdict(model.card.decode_options()), faces)
     done = store.open(signature, items, resume=job.resume, source=job.source, schema=schema)
 
     if progress is not None:
@@ -108,15 +145,19 @@ def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResul
     streamed = 0
     try:
         for result in stream.predict(items):
-            store.append(to_record_batch(result, schema))
-            streamed += len(result)
+            store.append(to_record_batch(result, schema), result.inputs)
+            streamed += result.inputs
             if progress is not None:
-                progress.advance(len(result), errors=int((~result.ok).sum()))
+                progress.advance(result.inputs, errors=int((~result.ok).sum()))
         store.flush()
     except KeyboardInterrupt:
-        raise AgebatchError(
-            f"interrupted after {store.saved:,} rows were saved; run the same command with --resume to continue", EXIT_INTERRUPTED
-        ) from None
+        raise AgebatchError(_stopped("interrupted", store), EXIT_INTERRUPTED) from None
+    except Terminated:
+        raise AgebatchError(_stopped("terminated (SIGTERM)", store), EXIT_TERMINATED) from None
+    except AgebatchError as e:
+        if e.exit_code != EXIT_FAILED:
+            raise
+        raise _io_failed(e, store) from e
     seconds = time.perf_counter() - t0
 
     meta = {
@@ -127,12 +168,18 @@ def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResul
         META_MODEL_SHA256: model.sha256,
         META_BACKEND: stream.name,
         META_PRECISION: model.precision,
+        META_FACES: job.faces,
     }
     tally = RunTally()
-    store.assemble(meta, tally.add, lambda: {META_STATS: json.dumps(tally.stats(done))})
-    if tally.rows != done + streamed:
-        # Rows lost or doubled between stream and shards is a bug, not a user error: keep the traceback.
-        raise RuntimeError(f"{tally.rows} rows written for {done + streamed} inputs")
+    try:
+        store.assemble(meta, tally.add, lambda: {META_STATS: json.dumps(tally.stats(done))})
+    except AgebatchError as e:
+        if e.exit_code != EXIT_FAILED:
+            raise
+        raise _io_failed(e, store) from e
+    if tally.inputs != done + streamed:
+        # Inputs lost or doubled between stream and shards is a bug, not a user error: keep the traceback.
+        raise RuntimeError(f"shards cover {tally.inputs} inputs, the run read {done + streamed}")
     stats = tally.stats(done)
     summary = tally.metrics.rows() if has_labels else []
     summary_path = None
@@ -141,14 +188,6 @@ def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResul
         write_summary(summary_path, summary, stats, meta)
     store.finish({**stats, **meta})
     return InferResult(
-        job.out,
-        summary_path,
-        tally.rows,
-        tally.rows - tally.errors,
-        tally.errors,
-        done,
-        seconds,
-        stream.name,
-        model.artifact,
-        summary,
-    )
+        job.out, summary_path, tally.inputs, tally.rows, tally.rows - tally.errors, tally.errors, done, seconds, stream.name,
+        model.artifact, job.faces, summary,
+    )  # fmt: skip

@@ -1,8 +1,10 @@
 """The shard store: where a run's rows wait until the run is complete, and how a run resumes.
 
-Rows go to shards of `shard_rows` rows, ``part-<first row, 12 digits>.parquet``, each
-written atomically (`agebatch.writer`), in a folder with ``run.json`` (the run's
-signature: source, model hash, labels, decode settings). A local run's folder is hidden
+Rows go to shards of about `shard_rows` rows, ``part-<first input, 12 digits>.parquet``,
+each written atomically (`agebatch.writer`) and ending at an input boundary (with one
+row per face, an image's faces never straddle two shards; each shard's footer says how
+many inputs it covers), in a folder with ``run.json`` (the run's signature: source,
+model hash, labels, decode and face settings). A local run's folder is hidden
 beside its output (``.NAME.parts/``) and is concatenated into the output at the end,
 then removed; a Ray run's output *is* the folder, marked complete by ``_SUCCESS.json``.
 
@@ -27,8 +29,9 @@ import pyarrow.parquet as pq
 
 from agebatch.errors import AgebatchError, already_complete, already_exists, unfinished
 from agebatch.jsonio import read_json, write_json_atomic
+from agebatch.schemas import META_INPUTS
 from agebatch.sources import Item
-from agebatch.writer import ParquetWriter, check_output_path
+from agebatch.writer import ParquetWriter, check_output_path, read_metadata
 
 #: Marker a completed folder output (Ray) carries.
 SUCCESS = "_SUCCESS.json"
@@ -52,7 +55,9 @@ def parts_dir(out: str) -> str:
     return os.path.join(folder, f".{name}.parts")
 
 
-def run_signature(source: str, artifact: str, artifact_sha: str, labels: bool, decode: dict[str, Any]) -> dict[str, Any]:
+def run_signature(
+    source: str, artifact: str, artifact_sha: str, labels: bool, decode: dict[str, Any], faces: dict[str, Any]
+) -> dict[str, Any]:
     """What must not change between a run and its resumption, as JSON stores it (tuples become lists).
 
     `artifact` (the path) is informative only: the same model moved elsewhere still resumes.
@@ -62,6 +67,7 @@ def run_signature(source: str, artifact: str, artifact_sha: str, labels: bool, d
         "artifact_sha256": artifact_sha,
         "labels": labels,
         "decode": decode,
+        "faces": faces,
         "artifact": artifact,
     }
     return json.loads(json.dumps(sig))
@@ -75,9 +81,10 @@ class ShardStore:
         self.folder_output = folder_output
         self.folder = out if folder_output else parts_dir(out)
         self.shard_rows = shard_rows
-        self.saved = 0  # rows in complete shards
+        self.saved = 0  # inputs covered by complete shards
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
+        self._pending_inputs = 0
         self._schema: pa.Schema | None = None
 
     # ---------------------------------------------------------------- before the run
@@ -139,9 +146,10 @@ class ShardStore:
         fixed = [k for k in signature if k != "artifact"]
         if {k: before.get(k) for k in fixed} != {k: signature[k] for k in fixed}:
             raise AgebatchError(
-                f"the unfinished run in {self.folder} used another source, model or decode settings; pass --overwrite to restart"
+                f"the unfinished run in {self.folder} used another source, model, decode or face settings; "
+                "pass --overwrite to restart"
             )
-        done, last_key = self._saved_rows()
+        done, last_key = self._saved_inputs()
         seen, last = 0, None
         for last in itertools.islice(items, done):  # noqa: B007 - only the count and the last item matter
             seen += 1
@@ -155,43 +163,56 @@ class ShardStore:
         found = [(start, name) for name in os.listdir(self.folder) if (start := shard_start(name)) is not None]
         return [(start, os.path.join(self.folder, name)) for start, name in sorted(found)]
 
-    def _saved_rows(self) -> tuple[int, str | None]:
-        """Rows in complete shards and the last path written; checks that shards are contiguous."""
+    @staticmethod
+    def shard_inputs(path: str) -> int:
+        """Inputs a shard covers (its footer says; a shard written before faces existed has one row per input)."""
+        meta = read_metadata(path)
+        return int(meta[META_INPUTS]) if META_INPUTS in meta else pq.ParquetFile(path).metadata.num_rows
+
+    def _saved_inputs(self) -> tuple[int, str | None]:
+        """Inputs covered by complete shards and the last path written; checks that shards are contiguous."""
         done, last = 0, None
         for start, path in self.shards():
             if start != done:
                 raise AgebatchError(f"{self.folder} has a gap before {os.path.basename(path)}; rerun with --overwrite")
             pf = pq.ParquetFile(path)
-            done += pf.metadata.num_rows
+            done += self.shard_inputs(path)
             last = pf.read_row_group(pf.num_row_groups - 1, columns=["path"]).column("path")[-1].as_py()
         return done, last
 
     # ---------------------------------------------------------------- during the run
 
-    def append(self, batch: pa.RecordBatch) -> None:
-        """Buffer rows; a full shard is written (atomically) as soon as it is complete."""
+    def append(self, batch: pa.RecordBatch, inputs: int) -> None:
+        """Buffer the rows of `inputs` whole inputs; a full shard is written (atomically) once complete."""
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
+        self._pending_inputs += inputs
         if self._pending_rows >= self.shard_rows:
             self.flush()
 
     def flush(self) -> None:
         """Write the buffered rows as one shard (the last one of a run may be short)."""
-        if not self._pending_rows:
+        if not self._pending_inputs:
             return
         assert self._schema is not None, "open() comes first"
-        with ParquetWriter(os.path.join(self.folder, shard_name(self.saved)), self._schema, overwrite=True) as w:
-            w.write(pa.Table.from_batches(self._pending, schema=self._schema))
-        self.saved += self._pending_rows
-        self._pending, self._pending_rows = [], 0
+        writer = ParquetWriter(os.path.join(self.folder, shard_name(self.saved)), self._schema, overwrite=True)
+        try:
+            writer.write(pa.Table.from_batches(self._pending, schema=self._schema))
+            writer.close({META_INPUTS: str(self._pending_inputs)})
+        except BaseException:
+            writer.abort()
+            raise
+        self.saved += self._pending_inputs
+        self._pending, self._pending_rows, self._pending_inputs = [], 0, 0
 
     # ---------------------------------------------------------------- after the run
 
-    def assemble(self, meta: dict[str, str], visit: Callable[[pa.Table], None], footer: Callable[[], dict[str, str]]) -> int:
+    def assemble(self, meta: dict[str, str], visit: Callable[[pa.Table, int], None], footer: Callable[[], dict[str, str]]) -> int:
         """Read the shards in order, showing each to `visit`; a file output gets them concatenated, atomically.
 
-        Returns the rows read. `footer()` is asked after the last visit, so what `visit`
-        counted lands in the file's closing metadata.
+        `visit` gets each shard's table and the inputs it covers. Returns the rows read.
+        `footer()` is asked after the last visit, so what `visit` counted lands in the
+        file's closing metadata.
         """
         assert self._schema is not None, "open() comes first"
         writer = None if self.folder_output else ParquetWriter(self.out, self._schema, metadata=meta, overwrite=True)
@@ -202,7 +223,7 @@ class ShardStore:
                 if writer is not None:
                     writer.write(table)
                 rows += table.num_rows
-                visit(table)
+                visit(table, self.shard_inputs(path))
             if writer is not None:
                 writer.close(footer())
         except BaseException:

@@ -8,6 +8,7 @@ backend), `agebatch.pipeline.ray_stream.RayStream` on a Ray cluster. Everything 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,19 +18,32 @@ import numpy as np
 from agebatch.backends.base import Backend
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import ResolvedModel
-from agebatch.batching import iter_batches, ok_mask
-from agebatch.pipeline.job import InferJob
+from agebatch.batching import iter_batches, iter_images, ok_mask
+from agebatch.decode import DecodeOptions
+from agebatch.faces.align import template_for
+from agebatch.pipeline.detect import FaceColumns, detect_rows
+from agebatch.pipeline.job import DETECT_BATCH_IMAGES, InferJob
 from agebatch.sources import Item
 
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    """Consecutive inputs and what the model said about each; NaN predictions where `errors` has a reason."""
+    """Consecutive inputs and what the model said; NaN predictions where `errors` has a reason.
 
-    items: list[Item]
+    One row per input in crop mode; one row per face in detect mode (`faces` set), where
+    an input's rows are consecutive and never split across results.
+    """
+
+    items: list[Item]  # one per row
     errors: list[str | None]
-    age: np.ndarray  # float32 (N,), years
-    gender_prob: np.ndarray  # float32 (N,), P(female)
+    age: np.ndarray  # float32 (R,), years
+    gender_prob: np.ndarray  # float32 (R,), P(female)
+    faces: FaceColumns | None = None
+    inputs: int = -1  # inputs covered; -1: one per row
+
+    def __post_init__(self) -> None:
+        if self.inputs < 0:
+            object.__setattr__(self, "inputs", len(self.items))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -69,7 +83,26 @@ class LocalStream:
         self.options = model.card.decode_options()
         self.batch_size = job.batch_size
         self.workers = job.workers
+        self.job = job
+        self.template = template_for(model.card.face_template)
 
     def predict(self, items: Iterator[Item]) -> Iterator[BatchResult]:
+        if self.job.faces == "detect":
+            yield from self._detect(items)
+            return
         for batch in iter_batches(items, batch_size=self.batch_size, options=self.options, workers=self.workers):
             yield BatchResult(batch.items, batch.errors, *predict_ok(self.backend, batch.images, batch.ok))
+
+    def _detect(self, items: Iterator[Item]) -> Iterator[BatchResult]:
+        from agebatch.faces.detect import FaceFinder  # loads the detector models: only in detect mode
+
+        finder = FaceFinder(self.job.face_options)
+        side = self.job.face_options.work_side
+        photos = DecodeOptions(size=(side, side), max_pixels=self.options.max_pixels, max_bytes=self.options.max_bytes)
+        if self.job.save_crops is not None:
+            os.makedirs(self.job.save_crops, exist_ok=True)
+        per_batch = min(DETECT_BATCH_IMAGES, self.batch_size)
+        for batch in iter_images(items, options=photos, batch_size=per_batch, workers=self.workers):
+            rows = detect_rows(batch, finder, self.template, self.options, self.job.save_crops)
+            age, prob = predict_ok(self.backend, rows.crops, ok_mask(rows.errors))
+            yield BatchResult(rows.items, rows.errors, age, prob, rows.columns, rows.inputs)

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from agebatch.decode import DecodeOptions
-from agebatch.errors import AgebatchError, unfinished
+from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, unfinished
 from agebatch.jsonio import read_json, write_json_atomic
+from agebatch.lock import OutputLock
 from agebatch.models.heads import AGE_BIN_CENTERS
 from agebatch.models.pretrained import copy_weights, freeze_lite0_below, split_lite0
 from agebatch.train.augment import augment_batch
@@ -175,10 +176,18 @@ def _prepare_run(cfg: TrainConfig) -> str:
 
 
 def train(cfg: TrainConfig, log: Any = print) -> str:
-    """Train one model end to end and return its run folder."""
+    """Train one model end to end and return its run folder (locked against a second run on it meanwhile)."""
     if not os.path.exists(cfg.data):
         raise AgebatchError(f"no such file or folder: {cfg.data}")
-    run = _prepare_run(cfg)
+    try:
+        os.makedirs(cfg.out, exist_ok=True)
+    except OSError as e:
+        raise AgebatchError(f"cannot create {cfg.out}: {e.strerror or e}") from e
+    with OutputLock(os.path.join(cfg.out, cfg.run_name)):
+        return _train(cfg, _prepare_run(cfg), log)
+
+
+def _train(cfg: TrainConfig, run: str, log: Any) -> str:
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
@@ -244,9 +253,14 @@ def train(cfg: TrainConfig, log: Any = print) -> str:
             keras.callbacks.CSVLogger(os.path.join(run, "history.csv"), append=cfg.resume),
             _run_state_callback(run, cfg, state),
         ]
-        train_model.fit(
-            train_seq, validation_data=val_seq, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
-        )
+        try:
+            train_model.fit(
+                train_seq, validation_data=val_seq, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
+            )
+        except (KeyboardInterrupt, Terminated) as e:
+            code = EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_TERMINATED
+            done = f"after epoch {state['epoch']}" if "epoch" in state else "before the first epoch ended"
+            raise AgebatchError(f"training stopped {done}; rerun the same command with --resume to continue", code) from None
     train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
     if cached:
         copy_weights(fit_model, model)
