@@ -60,7 +60,7 @@ detector: install
 
 # Re-estimate the face template (where the detector's keypoints sit in the training crops).
 template: install
-	$(BIN)/python -m agebatch.faces.template $(POOL)
+	$(BIN)/python -m agebatch.faces.template $(POOL) --models models
 
 demo: install
 	mkdir -p out

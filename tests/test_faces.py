@@ -227,3 +227,32 @@ def test_detect_mode_on_face_crops_predicts_what_crop_mode_does(tmp_path: Path, 
     assert len(detect) == len(crop["path"]), "a face in every crop"
     assert np.mean(diff < 1e-3) > 0.85, "crops already aligned are fed exactly as crop mode feeds them"
     assert diff.mean() < 0.5
+
+
+def test_shipped_detectors_take_any_batch_size() -> None:
+    import onnxruntime as ort
+
+    from agebatch.faces.blazeface import MODELS_DIR
+
+    rng = np.random.default_rng(1)
+    for spec in DETECTORS.values():
+        session = ort.InferenceSession(os.path.join(MODELS_DIR, spec.onnx), providers=["CPUExecutionProvider"])
+        x = rng.uniform(-1, 1, (3, spec.input_size, spec.input_size, 3)).astype(np.float32)
+        together = session.run(None, {"image": x})
+        alone = session.run(None, {"image": x[2:]})
+        assert together[0].shape == (3, len(ssd_anchors(spec)), 16) and together[1].shape == (3, len(ssd_anchors(spec)), 1)
+        assert np.allclose(np.asarray(together[0])[2], np.asarray(alone[0])[0], atol=1e-4)
+
+
+def test_template_estimate_and_shipped_cards_agree(samples_dir: Path) -> None:
+    """Re-estimating on the bundled crops lands near the shipped template; the shipped cards carry it."""
+    from agebatch.faces.template import estimate
+    from agebatch.models.card import load_card
+    from agebatch.models.shipped import models_dir
+
+    template, used = estimate(str(samples_dir), limit=100)
+    shipped = default_template()
+    assert used >= 20
+    assert np.abs(np.asarray(template.keypoints)[:4] - np.asarray(shipped.keypoints)[:4]).max() < 0.04
+    for name in ("modelA", "modelB"):
+        assert load_card(os.path.join(models_dir(), f"{name}.keras")).face_template == shipped.to_dict()

@@ -30,6 +30,9 @@ MODELS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 #: Logits are clipped here before the sigmoid (MediaPipe uses 100, which overflows float32's exp).
 RAW_SCORE_LIMIT = 80.0
 NUM_KEYPOINTS = 6
+#: Images per detector call. ONNX Runtime's CPU arena keeps the activations of its largest call: the full-range
+#: model at batch 32 peaked 290 MB higher than at 8 (1.60 vs 1.30 GB RSS over 100 photos of 12 MP), at equal speed.
+DETECT_CHUNK = 8
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
 
 
@@ -157,7 +160,9 @@ def letterbox(image: np.ndarray, size: int, out: np.ndarray) -> tuple[float, flo
 class BlazeFace:
     """A BlazeFace detector on ONNX Runtime, batched: uint8 letterboxed inputs in, `Detections` per image out."""
 
-    def __init__(self, name: str = "short", *, threads: int | None = None, providers: list[str] | None = None) -> None:
+    def __init__(
+        self, name: str = "short", *, threads: int | None = None, providers: list[str] | None = None, chunk: int | None = None
+    ) -> None:
         import onnxruntime as ort
 
         if name not in DETECTORS:
@@ -171,6 +176,7 @@ class BlazeFace:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, sess_options=opts, providers=providers or ["CPUExecutionProvider"])
         self.anchors = ssd_anchors(self.spec)
+        self.chunk = chunk or DETECT_CHUNK
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if outputs.get("regressors", [None, None])[1] != len(self.anchors):
             raise AgebatchError(f"{path} does not have {len(self.anchors)} anchors; rebuild it with `make detector`")
@@ -181,12 +187,11 @@ class BlazeFace:
 
     def run(self, batch: np.ndarray, *, min_score: float) -> list[tuple[np.ndarray, np.ndarray]]:
         """uint8 (N, S, S, 3) letterboxed RGB -> per image, NMS'd (k, 8, 2) points in [0, 1] input coordinates and scores."""
-        if not len(batch):
-            return []
-        x = batch.astype(np.float32) * (1 / 127.5) - 1.0
-        regressors, logits = self.session.run(["regressors", "scores"], {"image": x})
         found = []
-        for reg, logit in zip(regressors, logits, strict=True):  # pyright: ignore[reportArgumentType]
-            points, scores = decode(np.asarray(reg), np.asarray(logit), self.anchors, self.input_size)
-            found.append(weighted_nms(points, scores, min_score=min_score))
+        for lo in range(0, len(batch), self.chunk):
+            x = batch[lo : lo + self.chunk].astype(np.float32) * (1 / 127.5) - 1.0
+            regressors, logits = self.session.run(["regressors", "scores"], {"image": x})
+            for reg, logit in zip(regressors, logits, strict=True):  # pyright: ignore[reportArgumentType]
+                points, scores = decode(np.asarray(reg), np.asarray(logit), self.anchors, self.input_size)
+                found.append(weighted_nms(points, scores, min_score=min_score))
         return found

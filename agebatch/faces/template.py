@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 
@@ -18,6 +19,7 @@ from agebatch.atomic import AtomicFile
 from agebatch.decode import DecodeError, DecodeOptions, load_work_image
 from agebatch.faces.align import DEFAULT_TEMPLATE_FILE, FaceTemplate
 from agebatch.faces.detect import FaceFinder
+from agebatch.jsonio import read_json, write_json_atomic
 from agebatch.manifest import SplitSpec, hash_file
 from agebatch.sources import iter_items
 
@@ -61,17 +63,36 @@ def _best(finder: FaceFinder, images: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def stamp(folder: str, template: FaceTemplate) -> list[str]:
+    """Store `template` in every model card in `folder` and in the card each export's sidecar embeds."""
+    done = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.endswith((".card.json", ".onnx.json", ".engine.json")):
+            continue
+        data = read_json(path, missing=f"{path} vanished")
+        card = data.get("card") if "card" in data else data
+        card["face_template"] = template.to_dict()
+        write_json_atomic(path, data)
+        done.append(path)
+    return done
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Estimate the face template from training crops (make template).")
     parser.add_argument("source")
     parser.add_argument("--limit", type=int, default=4000)
     parser.add_argument("--out", default=DEFAULT_TEMPLATE_FILE)
+    parser.add_argument("--models", default=None, help="also store it in the cards and sidecars in this folder")
     args = parser.parse_args(argv)
     template, n = estimate(args.source, limit=args.limit)
     with AtomicFile(args.out) as out, open(out.tmp, "w", encoding="utf-8") as f:
         json.dump(template.to_dict(), f, indent=2)
         f.write("\n")
     print(f"{args.out}: {n:,} crops; keypoints {template.keypoints}")
+    if args.models:
+        for path in stamp(args.models, template):
+            print(f"{path}: face_template stored")
 
 
 if __name__ == "__main__":

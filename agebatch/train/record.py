@@ -14,6 +14,7 @@ import numpy as np
 
 from agebatch import __version__
 from agebatch.atomic import AtomicFile
+from agebatch.faces.align import default_template
 from agebatch.jsonio import write_json_atomic
 from agebatch.metrics import summarize
 from agebatch.models.card import ModelCard, card_path, load_card
@@ -76,6 +77,8 @@ def write_run(
         architecture=arch,
         input_size=(cfg.image_size, cfg.image_size),
         preprocessing=preprocessing,
+        # Trained on UTKFace's own crops: the template of where the detector finds their keypoints.
+        face_template=default_template().to_dict(),
         training={
             "config": config,
             "data_fingerprint": data.fingerprint,
