@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from agebatch.artifacts import sha256_file, write_sidecar
+from agebatch.backends.keras import KerasBackend
 from agebatch.backends.registry import load_backend
+from agebatch.backends.resolve import NO_TTA, has_tta
 from agebatch.batching import iter_batches
 from agebatch.errors import AgebatchError
 from agebatch.export import convert_fp16, export_onnx, parity  # each imports its converter when called
@@ -69,20 +71,24 @@ def build_engine(
         os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(model_path))[0])
     with OutputLock(stem):  # one build per model and folder at a time: both would write the same exports
-        reference = load_backend(model_path, "keras")
+        reference = KerasBackend(model_path)
         card = reference.card
         faces = calibration_faces(calib or samples_dir(), card)
         ref = reference.predict(faces)
         profile = {"min": min_batch, "opt": opt_batch, "max": max_batch}
-        source = {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}
+        # Relative to the sidecar's folder: exports travel with their model (a wheel, another machine).
+        source = {
+            "path": os.path.relpath(os.path.abspath(model_path), os.path.abspath(out_dir)),
+            "sha256": sha256_file(model_path),
+        }
         result = BuildResult()
         calib_label = calib or "bundled samples"
 
-        def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any]) -> None:
+        def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any], expect: tuple[np.ndarray, np.ndarray]) -> None:
             """Sidecar first (loading needs it), then parity against Keras, stored in the sidecar."""
             extra = {"source_model": source, "batch_profile": profile, **extra}
             write_sidecar(artifact, kind=kind, precision=prec, card=card, extra=extra)
-            stats = parity(ref, load_backend(artifact, "onnxruntime" if kind == "onnx" else "tensorrt").predict(faces))
+            stats = parity(expect, load_backend(artifact, "onnxruntime" if kind == "onnx" else "tensorrt").predict(faces))
             write_sidecar(
                 artifact,
                 kind=kind,
@@ -93,19 +99,27 @@ def build_engine(
             result.parity[artifact] = stats
             result.artifacts.append(artifact)
 
-        onnx_for_trt = export_onnx(reference.model, f"{stem}.fp32.onnx")  # type: ignore[attr-defined]
-        finish(onnx_for_trt, "onnx", "fp32", {})
-        if precision == "fp16":
-            onnx16 = f"{stem}.fp16.onnx"
-            finish(onnx16, "onnx", "fp16", {"fp32_nodes": convert_fp16(onnx_for_trt, onnx16)})
-            onnx_for_trt = onnx16
-        if target == "tensorrt":
-            from agebatch.backends.tensorrt import build_engine_file
+        # A model with mirror TTA in its graph also gets exports of the plain model inside it (`--no-tta`:
+        # half the compute); both come from the same .keras file and name it in their sidecars.
+        variants = [("", reference.model, ref, has_tta(card))]
+        if has_tta(card):
+            plain = KerasBackend(model_path, tta=False)
+            variants.append((NO_TTA, plain.model, plain.predict(faces), False))
+        for infix, keras_model, expect, tta in variants:
+            onnx_for_trt = export_onnx(keras_model, f"{stem}{infix}.fp32.onnx")
+            finish(onnx_for_trt, "onnx", "fp32", {"mirror_tta": tta}, expect)
+            if precision == "fp16":
+                onnx16 = f"{stem}{infix}.fp16.onnx"
+                finish(onnx16, "onnx", "fp16", {"fp32_nodes": convert_fp16(onnx_for_trt, onnx16), "mirror_tta": tta}, expect)
+                onnx_for_trt = onnx16
+            if target == "tensorrt":
+                from agebatch.backends.tensorrt import build_engine_file
 
-            engine = f"{stem}.{precision}.engine"
-            cache = os.path.join(out_dir, "timing.cache")
-            info = build_engine_file(
-                onnx_for_trt, engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=cache
-            )
-            finish(engine, "tensorrt", precision, {"tensorrt": info, "onnx": os.path.basename(onnx_for_trt)})
+                engine = f"{stem}{infix}.{precision}.engine"
+                cache = os.path.join(out_dir, "timing.cache")
+                info = build_engine_file(
+                    onnx_for_trt, engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, timing_cache=cache
+                )
+                extra = {"tensorrt": info, "onnx": os.path.basename(onnx_for_trt), "mirror_tta": tta}
+                finish(engine, "tensorrt", precision, extra, expect)
         return result

@@ -64,12 +64,13 @@ def evaluate(
     overwrite: bool = False,
     workers: int | None = None,
     faces: str = DEFAULT_FACES,
+    tta: bool = True,
 ) -> Evaluation:
     """Predict `split` of `data` with `model`; write predictions to `out` and the summary beside it."""
     spec = spec or SplitSpec()
     with tempfile.TemporaryDirectory(prefix="agebatch-eval-") as tmp:
         manifest = split_manifest(data, tmp, split=split, spec=spec)
-        job = InferJob(manifest, out, model=model, backend=backend, overwrite=overwrite, workers=workers, faces=faces)
+        job = InferJob(manifest, out, model=model, backend=backend, overwrite=overwrite, workers=workers, faces=faces, tta=tta)
         result = run_infer(job)
     return Evaluation(model, split, result)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from agebatch.metrics import ScopeMetrics
+
+if TYPE_CHECKING:
+    from agebatch.inventory import Environment, ModelEntry
 
 
 def _fmt(v: float | None, pct: bool = False) -> str:
@@ -67,4 +70,32 @@ def compare_table(names: Sequence[str], rows: Sequence[Sequence[ScopeMetrics]], 
     for scoped in zip(*rows, strict=True):
         cells = [_fmt(r.age_mae) for r in scoped] + [_fmt(r.gender_accuracy, pct=True) for r in scoped]
         table.add_row(scoped[0].scope, f"{scoped[0].n:,}", *cells)
+    return table
+
+
+def models_table(entries: Sequence[ModelEntry], title: str = "models") -> Table:
+    table = Table(title=title)
+    for col in ("model", "file", "runs on", "precision", "input", "test age MAE", "test gender acc", "here"):
+        table.add_column(col, justify="right" if col in ("test age MAE", "test gender acc") else "left")
+    for e in entries:
+        name = e.name + (" (default)" if e.default else "")
+        here = "yes" if e.runnable else ("unreadable: " + e.problem if e.problem else "no (runtime missing)")
+        size = f"{e.input_size[0]}x{e.input_size[1]}" if e.input_size[0] else "-"
+        mae, acc = _fmt(e.test_age_mae), _fmt(e.test_gender_accuracy, pct=True)
+        table.add_row(name, os.path.basename(e.path), e.backend, e.precision, size, mae, acc, here)
+    return table
+
+
+def environment_table(env: Environment) -> Table:
+    table = Table(title="this machine", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("backends usable here (fastest first)", ", ".join(env.backends) or "none")
+    table.add_row(
+        "ONNX Runtime",
+        f"{env.onnxruntime}; providers: {', '.join(env.onnxruntime_providers)}" if env.onnxruntime else "not installed",
+    )
+    table.add_row("CUDA GPU (via CuPy)", "yes" if env.gpu else "no")
+    table.add_row("TensorRT", env.tensorrt or "not installed")
+    table.add_row("Keras", env.keras or "not installed (pip install 'agebatch[train]')")
     return table

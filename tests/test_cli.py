@@ -73,3 +73,26 @@ def test_bench_decode_runs_on_samples(samples_dir: Path) -> None:
     assert "images/s" in r.output and "peak RSS" in r.output
     bad = CliRunner().invoke(main, ["bench", "decode", str(samples_dir), "--workers", "one"])
     assert bad.exit_code == 2
+
+
+def test_models_lists_shipped_models_and_this_machine(tmp_path: Path) -> None:
+    import shutil
+
+    from agebatch.models.card import load_card
+    from agebatch.models.shipped import models_dir
+
+    wide = CliRunner(env={"COLUMNS": "200"})  # rich wraps at 80 columns off a terminal
+    r = wide.invoke(main, ["models"])
+    assert r.exit_code == 0, r.output
+    mae = load_card(Path(models_dir()) / "modelB.keras").metrics["test"]["all"]["age_mae"]
+    assert "modelB.fp32.onnx" in r.output and "modelA.keras" in r.output and f"{mae:.2f}" in r.output
+    default_row = next(line for line in r.output.splitlines() if "(default)" in line)
+    assert "modelB.fp32.onnx" in default_row and "onnxruntime" in default_row, "the artifact infer runs by default"
+    assert "CPUExecutionProvider" in r.output and "TensorRT" in r.output
+    # A folder of the user's own: an export whose sidecar was damaged is listed as unreadable, not skipped.
+    shutil.copy(Path(models_dir()) / "modelA.fp32.onnx", tmp_path / "mine.onnx")
+    (tmp_path / "mine.onnx.json").write_text("{not json")
+    mine = wide.invoke(main, ["models", str(tmp_path)])
+    assert mine.exit_code == 0 and "mine.onnx" in mine.output and "unreadable" in mine.output
+    missing = CliRunner().invoke(main, ["models", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "not a folder" in missing.output

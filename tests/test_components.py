@@ -75,7 +75,7 @@ def test_infer_job_round_trips_through_the_cli() -> None:
     job = InferJob(
         "photos/", "p.parquet", model="m.onnx", backend="onnxruntime", batch_size=64, workers=3, resume=True,
         summary="s.parquet", limit=10, glob="*.jpg", shard_rows=100, ray=RayOptions("auto", actors=2, gpus_per_actor=0.5),
-        faces="detect", face_options=FaceOptions(min_score=0.6, min_face=40, max_faces=3), save_crops="crops/",
+        faces="detect", face_options=FaceOptions(min_score=0.6, min_face=40, max_faces=3), save_crops="crops/", tta=False,
     )  # fmt: skip
     params = infer.make_context("infer", job.cli_args()).params
     direct = {f.name: getattr(job, f.name) for f in fields(job) if f.name not in ("ray", "face_options")}

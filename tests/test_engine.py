@@ -64,6 +64,7 @@ def test_sidecar_round_trip(built, tiny_model: Path) -> None:
     assert meta["precision"] == "fp16" and meta["batch_profile"] == {"min": 1, "opt": 256, "max": 1024}
     assert meta["parity"]["reference"] == "keras" and meta["parity"]["n"] == 39
     assert len(meta["source_model"]["sha256"]) == 64
+    assert not os.path.isabs(meta["source_model"]["path"]), "relative to the sidecar, so exports can move with their model"
 
 
 def test_dynamic_batch_gives_the_same_rows(built, samples_dir: Path) -> None:
@@ -188,3 +189,58 @@ def test_bench_engine_prints_ratios(built, tiny_model: Path) -> None:
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "onnxruntime / keras predict" in r.output
+
+
+def test_onnxruntime_device_choice_and_fallback() -> None:
+    from agebatch.backends.onnxruntime import choose_providers
+
+    cpu, cuda = "CPUExecutionProvider", "CUDAExecutionProvider"
+    assert choose_providers("auto", [cpu]) == ([cpu], None)
+    assert choose_providers("auto", [cuda, cpu]) == ([cuda, cpu], None)
+    assert choose_providers("cpu", [cuda, cpu]) == ([cpu], None)
+    providers, note = choose_providers("cuda", [cpu])
+    assert providers == [cpu] and note is not None and "onnxruntime-gpu" in note and "running on the CPU" in note
+    with pytest.raises(AgebatchError, match="unknown device"):
+        choose_providers("tpu", [cpu])
+
+
+def test_io_binding_path_gives_the_same_predictions(built, samples_dir: Path) -> None:
+    """The bound-buffer path used on GPUs runs on the CPU provider too: same numbers as session.run."""
+    from agebatch.backends.onnxruntime import OnnxRuntimeBackend
+
+    out, _ = built
+    plain = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cpu")
+    bound = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cpu", io_binding=True, chunk=16)
+    faces = calibration_faces(str(samples_dir), plain.card)
+    (a1, g1), (a2, g2) = plain.predict(faces), bound.predict(faces)
+    assert not plain.io_binding and bound.io_binding and len(a2) == 39
+    assert np.allclose(a1, a2, atol=1e-5) and np.allclose(g1, g2, atol=1e-6)
+
+
+def test_cuda_request_without_a_gpu_runs_on_the_cpu_with_one_note(built, samples_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this ONNX Runtime has CUDA: the fallback cannot happen here")
+    out, _ = built
+    args = ["infer", str(samples_dir), "--out", str(tmp_path / "p.parquet"), "--model", str(out / "tiny.fp32.onnx")]
+    r = subprocess.run(
+        [sys.executable, "-m", "agebatch", *args, "--device", "cuda", "--faces", "crop"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert "note:" in r.stdout and "agebatch[gpu-ort]" in r.stdout and "39 inputs" in r.stdout
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+    reason="needs onnxruntime-gpu and a CUDA GPU (neither exists on CI)",
+)
+def test_cuda_provider_matches_the_cpu(built, samples_dir: Path) -> None:
+    from agebatch.backends.onnxruntime import OnnxRuntimeBackend
+
+    out, _ = built
+    cpu = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cpu")
+    gpu = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cuda")
+    faces = calibration_faces(str(samples_dir), cpu.card)
+    assert gpu.providers[0] == "CUDAExecutionProvider" and gpu.io_binding
+    assert np.abs(cpu.predict(faces)[0] - gpu.predict(faces)[0]).max() < 0.05

@@ -178,10 +178,16 @@ def test_existing_output_and_resume_rules(tmp_path: Path, samples_dir: Path, onn
     run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, faces="crop"))
     with pytest.raises(AgebatchError, match="already exists"):
         run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, faces="crop"))
-    with pytest.raises(AgebatchError, match="already complete"):
-        run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, resume=True, faces="crop"))
+    before = out.stat().st_mtime_ns
+    again = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, resume=True, faces="crop"))
+    assert again.nothing_to_do and again.inputs == 39 and out.stat().st_mtime_ns == before, "--resume on done work: a no-op"
     r = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, overwrite=True, faces="crop"))
-    assert r.inputs == 39
+    assert r.inputs == 39 and not r.nothing_to_do
+    args = ["infer", str(samples_dir), "--out", str(out), "--model", onnx_model, "--faces", "crop"]
+    done = _cli(*args, "--resume")
+    assert done.returncode == 0 and "nothing to do" in done.stdout, "a retry loop that passes --resume terminates"
+    refused = _cli(*args)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
 
 
 @pytest.mark.parametrize(

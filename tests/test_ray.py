@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +58,10 @@ def test_ray_resume_skips_completed_shards(tmp_path: Path, samples_dir: Path, on
     run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, faces="crop"))
     shards = sorted(out.glob("part-*.parquet"))
     assert len(shards) == 5  # 39 rows in shards of 8
+    job = InferJob(str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, faces="crop")
     with pytest.raises(AgebatchError, match="already complete"):
-        run_infer(
-            InferJob(
-                str(samples_dir), str(out), model=onnx_model, batch_size=8, shard_rows=8, ray=local_ray, resume=True, faces="crop"
-            )
-        )
+        run_infer(job)
+    assert run_infer(replace(job, resume=True)).nothing_to_do, "--resume on a complete folder: nothing to do"
     # Simulate a run that died after three shards.
     (out / SUCCESS).unlink()
     for s in shards[3:]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from agebatch.artifacts import read_sidecar
@@ -27,6 +29,7 @@ def test_shipped_model_files(name: str) -> None:
     assert test["n"] > 1000 and test["age_mae"] is not None and test["gender_accuracy"] is not None
     meta = read_sidecar(MODELS / f"{name}.fp32.onnx", kind="onnx")
     assert meta["parity"]["max_age_diff"] <= 0.01 and meta["parity"]["reference_age_std"] > 1.0
+    assert meta["source_model"]["path"] == f"{name}.keras", "relative to the sidecar: the pair moves together"
 
 
 def test_default_model_runs_through_its_onnx_export() -> None:
@@ -45,3 +48,65 @@ def test_onnx_export_matches_keras_on_real_faces(name: str, samples_dir: Path) -
     assert ka.std() > 1.0, "a trained model's ages vary across faces"
     assert np.abs(ka - oa).max() <= 0.01
     assert ((kg >= 0.5) == (og >= 0.5)).all()
+
+
+def test_a_wheel_carries_the_models_and_runs_from_any_folder(tmp_path: Path, samples_dir: Path) -> None:
+    """Build the wheel, unpack it elsewhere, and run `infer` from an unrelated folder on its shipped default model."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(root)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("agebatch-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("modelA", "modelB"):
+        for suffix in (".keras", ".card.json", ".fp32.onnx", ".fp32.onnx.json"):
+            assert f"agebatch/shipped_models/{name}{suffix}" in names
+    assert {"agebatch/faces/models/blazeface_short.onnx", "agebatch/faces/utkface_template.json"} <= names
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        f"import sys; sys.path.insert(0, {str(site)!r})\n"
+        "from agebatch.cli import main\n"
+        f"main(['infer', {str(samples_dir)!r}, '--out', 'p.parquet'], standalone_mode=False)\n"
+        "import agebatch, agebatch.models.shipped as s\n"
+        "print('FROM=' + agebatch.__file__ + ' MODELS=' + s.models_dir())\n"
+        "print('TF=' + str(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "AGEBATCH_MODELS"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"FROM={site}" in proc.stdout and f"MODELS={site}/agebatch/shipped_models" in proc.stdout and "TF=[]" in proc.stdout
+    assert len(set(pq.read_table(elsewhere / "p.parquet").column("path").to_pylist())) == 39
+
+
+def test_mirror_tta_is_chosen_at_inference_time(tmp_path: Path, samples_dir: Path) -> None:
+    """--no-tta runs the plain model inside the TTA wrapper through its own verified export; exports refuse a mismatch."""
+    from agebatch.errors import AgebatchError
+    from agebatch.pipeline.job import InferJob
+    from agebatch.pipeline.run import run_infer
+
+    both = resolve(None, "auto")
+    one = resolve(None, "auto", tta=False)
+    assert both.tta and Path(both.artifact).name == f"{DEFAULT_MODEL}.fp32.onnx"
+    assert not one.tta and Path(one.artifact).name == f"{DEFAULT_MODEL}.notta.fp32.onnx"
+    meta = read_sidecar(one.artifact, kind="onnx")
+    assert meta["mirror_tta"] is False and meta["parity"]["max_age_diff"] <= 0.01
+    with pytest.raises(AgebatchError, match="exported with mirror TTA"):
+        resolve(both.artifact, "auto", tta=False)
+    with pytest.raises(AgebatchError, match="exported without mirror TTA"):
+        resolve(one.artifact, "auto", tta=True)
+    a = run_infer(InferJob(str(samples_dir), str(tmp_path / "a.parquet"), faces="crop"))
+    b = run_infer(InferJob(str(samples_dir), str(tmp_path / "b.parquet"), faces="crop", tta=False))
+    assert a.artifact == both.artifact and b.artifact == one.artifact
+    ages_a = np.array(pq.read_table(tmp_path / "a.parquet").column("age").to_pylist())
+    ages_b = np.array(pq.read_table(tmp_path / "b.parquet").column("age").to_pylist())
+    diff = np.abs(ages_a - ages_b)
+    assert diff.max() > 0.01 and diff.mean() < 2.0, "a face and its mirror give nearly, not exactly, the same age"

@@ -29,10 +29,14 @@ class KerasBackend:
     name = "keras"
     precision = "fp32"
 
-    def __init__(self, path: str, *, chunk: int = 64) -> None:
+    def __init__(self, path: str, *, chunk: int = 64, tta: bool = True) -> None:
         self.card = load_card(path)
         self.path = path
         self.model = load_keras_model(path)
+        if not tta:  # the trained model inside the mirror-TTA wrapper: one pass per face
+            from agebatch.models.tta import without_mirror_tta
+
+            self.model = without_mirror_tta(self.model)
         # Eager TensorFlow's peak memory grows with the faces per call: 512 faces of the
         # mirrored Lite0 in one call were OOM-killed at 24 GB. Per call of 128 / 64 / 32
         # faces, 512 faces peaked at 7.4 / 4.0 / 2.4 GB RSS and ran at 104 / 100 / 79 img/s.

@@ -7,12 +7,13 @@ export left over from an older model is never picked up by accident.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from agebatch.artifacts import read_sidecar, sha256_file
 from agebatch.backends.registry import REGISTRY, available_backends, check_backend, describe, kind_of
 from agebatch.errors import AgebatchError
-from agebatch.models.card import ModelCard
+from agebatch.models.card import ModelCard, load_card
 from agebatch.models.shipped import default_model
 
 #: Export file endings per backend, preferred first.
@@ -20,6 +21,15 @@ EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "tensorrt": (".fp16.engine", ".fp32.engine"),
     "onnxruntime": (".fp32.onnx", ".fp16.onnx"),
 }
+#: Infix of the exports of a mirror-TTA model's plain inner model (`--no-tta`): ``modelB.notta.fp32.onnx``.
+NO_TTA = ".notta"
+
+
+def has_tta(card: ModelCard) -> bool:
+    """Whether the model (and so its default exports) averages each face with its mirror."""
+    return bool(card.training.get("test_time_augmentation"))
+
+
 #: Folder searched for exports besides the model's own.
 ENGINES_DIR = "engines"
 
@@ -33,17 +43,28 @@ class ResolvedModel:
     card: ModelCard
     precision: str
     sha256: str
+    tta: bool  # what this artifact runs: each face averaged with its mirror, or one pass
+    options: dict[str, Any] = field(default_factory=dict)  # for load_backend (keras: tta=False)
 
 
-def _derived(model: str, backend: str) -> str | None:
+def _onnx_on_gpu(device: str) -> bool:
+    """Whether ONNX Runtime would run on CUDA for `device` (then its FP16 export is preferred)."""
+    if device == "cpu":
+        return False
+    import onnxruntime  # a base dependency, and cheap next to loading a model
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def _derived(model: str, backend: str, infix: str = "", suffixes: tuple[str, ...] | None = None) -> str | None:
     """An export of `model` for `backend`, beside it or in engines/, whose sidecar names this exact model file."""
     stem = os.path.splitext(os.path.basename(model))[0]
     kind = REGISTRY[backend].sidecar
     assert kind is not None, f"{backend} artifacts have no sidecar"
     want = None
     for folder in (os.path.dirname(os.path.abspath(model)), ENGINES_DIR):
-        for suffix in EXPORT_SUFFIXES[backend]:
-            path = os.path.join(folder, stem + suffix)
+        for suffix in suffixes or EXPORT_SUFFIXES[backend]:
+            path = os.path.join(folder, stem + infix + suffix)
             if not os.path.isfile(path):
                 continue
             want = want or sha256_file(model)
@@ -56,22 +77,25 @@ def _derived(model: str, backend: str) -> str | None:
     return None
 
 
-def resolve_artifact(model: str | None, backend: str = "auto") -> tuple[str, str]:
-    """(artifact path, backend name) for `model` (default: the shipped model)."""
+def resolve_artifact(model: str | None, backend: str = "auto", *, tta: bool = True, device: str = "auto") -> tuple[str, str]:
+    """(artifact path, backend name) for `model` (default: the shipped model); `tta=False` wants a one-pass export."""
     model = model or default_model()
     if not os.path.isfile(model):
         raise AgebatchError(f"model file not found: {model}")
     kind = check_backend(model, backend) if kind_of(model) != "keras" else "keras"
     if kind != "keras":
         return model, kind
+    infix = "" if tta or not has_tta(load_card(model)) else NO_TTA
     have = available_backends()
-    if backend in ("auto", "tensorrt") and "tensorrt" in have and (engine := _derived(model, "tensorrt")):
+    if backend in ("auto", "tensorrt") and "tensorrt" in have and (engine := _derived(model, "tensorrt", infix)):
         return engine, "tensorrt"
     if backend == "tensorrt":
         raise AgebatchError(
             f"no TensorRT engine of {model} usable here; build one with `agebatch build-engine {model}` on a GPU machine"
         )
-    if backend in ("auto", "onnxruntime") and (onnx := _derived(model, "onnxruntime")):
+    # On a GPU the FP16 export halves memory traffic (its parity is in its sidecar); on a CPU FP32 is faster.
+    onnx_order = (".fp16.onnx", ".fp32.onnx") if backend in ("auto", "onnxruntime") and _onnx_on_gpu(device) else None
+    if backend in ("auto", "onnxruntime") and (onnx := _derived(model, "onnxruntime", infix, onnx_order)):
         return onnx, "onnxruntime"
     if backend == "onnxruntime":
         raise AgebatchError(f"no ONNX export of {model} found; make one with `agebatch build-engine {model} --target onnx`")
@@ -83,8 +107,24 @@ def resolve_artifact(model: str | None, backend: str = "auto") -> tuple[str, str
     return model, "keras"
 
 
-def resolve(model: str | None, backend: str = "auto") -> ResolvedModel:
-    """Pick the artifact for `model` and read its card, precision and hash (no runtime is imported)."""
-    artifact, kind = resolve_artifact(model, backend)
+def resolve(model: str | None, backend: str = "auto", *, tta: bool = True, device: str = "auto") -> ResolvedModel:
+    """Pick the artifact for `model` and read its card, precision and hash (no runtime is imported).
+
+    With `tta=False`, a mirror-TTA model runs its plain inner model: its ``.notta`` export,
+    or Keras unwrapping it. An export given directly runs as it was built; asking it for
+    the other TTA setting is an error rather than a silent mismatch.
+    """
+    artifact, kind = resolve_artifact(model, backend, tta=tta, device=device)
     card, precision, sha256 = describe(artifact, kind)
-    return ResolvedModel(artifact, kind, card, precision, sha256)
+    if kind == "keras":
+        return ResolvedModel(artifact, kind, card, precision, sha256, tta and has_tta(card), {} if tta else {"tta": False})
+    sidecar = REGISTRY[kind].sidecar
+    assert sidecar is not None
+    built_tta = bool(read_sidecar(artifact, kind=sidecar, verify_hash=False).get("mirror_tta", has_tta(card)))
+    if tta != built_tta and has_tta(card):
+        want = "with" if tta else "without"
+        raise AgebatchError(
+            f"{artifact} was exported {'with' if built_tta else 'without'} mirror TTA; for a run {want} it, pass the .keras "
+            "model (its matching export is picked), or re-export with `agebatch build-engine`"
+        )
+    return ResolvedModel(artifact, kind, card, precision, sha256, built_tta)

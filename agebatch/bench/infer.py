@@ -61,6 +61,8 @@ def run_infer_bench(
         seeds = [sys.executable, "-m", "agebatch.bench.seeds_loop", source, model, "--limit", str(limit)]
         runs.append(run_measured("seeds loop", limit, seeds))
         runs.append(run_measured("agebatch infer", limit, [*agebatch, *head.cli_args()]))
+        one_pass = replace(head, out=os.path.join(tmp, "c.parquet"), tta=False)
+        runs.append(run_measured("agebatch infer --no-tta", limit, [*agebatch, *one_pass.cli_args()]))
         if full:
             runs.append(run_measured("agebatch infer (all)", total, [*agebatch, *everything.cli_args()]))
     return runs
@@ -75,11 +77,12 @@ def report(runs: list[ProcessRun], console: Console) -> None:
     for r in runs:
         table.add_row(r.label, f"{r.images:,}", f"{r.seconds:.1f}", f"{r.images / r.seconds:,.0f}", f"{r.peak_rss_mb:.0f}")
     console.print(table)
-    seeds, ours = runs[0], runs[1]
+    seeds, ours, one_pass = runs[0], runs[1], runs[2]
     speed = seeds.seconds / ours.seconds
     console.print(f"speed: agebatch infer is {speed:.2f}x the seeds' loop on {ours.images:,} faces (target >= 3x)")
-    if len(runs) > 2:
-        full = runs[2]
+    console.print(f"mirror TTA: --no-tta is {ours.seconds / one_pass.seconds:.2f}x as fast as --tta (whole process, same faces)")
+    if len(runs) > 3:
+        full = runs[3]
         console.print(
             f"memory: peak RSS {full.peak_rss_mb:.0f} MB on {full.images:,} faces vs {ours.peak_rss_mb:.0f} MB "
             f"on {ours.images:,} (+{full.peak_rss_mb - ours.peak_rss_mb:.0f} MB; targets < 1,500 MB and within 100 MB)"

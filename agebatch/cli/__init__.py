@@ -30,6 +30,7 @@ COMMANDS = {
     "evaluate": "agebatch.cli.evaluate:evaluate",
     "compare": "agebatch.cli.evaluate:compare",
     "bench": "agebatch.cli.bench:bench",
+    "models": "agebatch.cli.models:models",
 }
 
 

@@ -14,9 +14,10 @@ from agebatch.cli.options import (
     split_choice_option,
     split_options,
     stack,
+    tta_option,
 )
 
-scoring_options = stack(split_choice_option, split_options, backend_option, faces_option, overwrite_option)
+scoring_options = stack(split_choice_option, split_options, backend_option, faces_option, tta_option, overwrite_option)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -28,7 +29,7 @@ scoring_options = stack(split_choice_option, split_options, backend_option, face
 @scoring_options
 def evaluate(
     model: str, data: str, out: str | None, split: str, split_seed: int, val: float, test_frac: float, backend: str,
-    faces: str, overwrite: bool,
+    faces: str, tta: bool, overwrite: bool,
 ) -> None:  # fmt: skip
     """Score MODEL on one split of labelled DATA: age MAE and gender accuracy, overall, per age band and per gender."""
     from rich.console import Console
@@ -40,8 +41,8 @@ def evaluate(
 
     out = out or default_output(model, split)
     spec = SplitSpec(val, test_frac, split_seed)
-    ev = run_eval(model, data, out, split=split, spec=spec, backend=backend, overwrite=overwrite, faces=faces)
-    title = f"{model} on the {split} split of {data} ({ev.result.backend}, --faces {faces})"
+    ev = run_eval(model, data, out, split=split, spec=spec, backend=backend, overwrite=overwrite, faces=faces, tta=tta)
+    title = f"{model} on the {split} split of {data} ({ev.result.backend}, --faces {faces}, {'--tta' if tta else '--no-tta'})"
     Console().print(summary_table(ev.rows, title=title))
     click.echo(f"predictions: {out}; summary: {ev.result.summary_path}")
 
@@ -54,7 +55,7 @@ def evaluate(
 @scoring_options
 def compare(
     model_a: str, model_b: str, data: str, out_dir: str, split: str, split_seed: int, val: float, test_frac: float,
-    backend: str, faces: str, overwrite: bool,
+    backend: str, faces: str, tta: bool, overwrite: bool,
 ) -> None:  # fmt: skip
     """Score two models on the same split of DATA and show them side by side (table + compare.png)."""
     from rich.console import Console
@@ -68,7 +69,15 @@ def compare(
     spec = SplitSpec(val, test_frac, split_seed)
     evals = [
         run_eval(
-            m, data, default_output(m, split, out_dir), split=split, spec=spec, backend=backend, overwrite=overwrite, faces=faces
+            m,
+            data,
+            default_output(m, split, out_dir),
+            split=split,
+            spec=spec,
+            backend=backend,
+            overwrite=overwrite,
+            faces=faces,
+            tta=tta,
         )
         for m in (model_a, model_b)
     ]

@@ -10,6 +10,7 @@ from agebatch.cli.options import (
     CONTEXT_SETTINGS,
     backend_option,
     batch_size_option,
+    device_option,
     face_filter_options,
     faces_option,
     glob_option,
@@ -18,6 +19,7 @@ from agebatch.cli.options import (
     overwrite_option,
     resume_option,
     source_argument,
+    tta_option,
     workers_option,
 )
 from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, MAX_BATCH_SIZE
@@ -50,6 +52,8 @@ from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, MAX_BA
     "--actors", default=1, show_default=True, type=click.IntRange(1), help="With --ray: prediction actors (model copies)."
 )
 @click.option("--gpus-per-actor", default=0.0, show_default=True, type=click.FloatRange(0), help="With --ray: GPUs per actor.")
+@tta_option
+@device_option
 @faces_option
 @face_filter_options
 @click.option("--save-crops", default=None, help="detect: also write each aligned face as a JPEG into this folder.")
@@ -57,7 +61,8 @@ from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, MAX_BA
 def infer(
     source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
     summary: str | None, limit: int | None, glob: str | None, ray_address: str | None, actors: int, gpus_per_actor: float,
-    faces: str, min_score: float, min_face: float, max_faces: int | None, save_crops: str | None, shard_rows: int,
+    tta: bool, device: str, faces: str, min_score: float, min_face: float, max_faces: int | None, save_crops: str | None,
+    shard_rows: int,
 ) -> None:  # fmt: skip
     """Predict age and gender for every image of SOURCE (folder, manifest or image).
 
@@ -68,6 +73,7 @@ def infer(
     Exit 0 when the run completed, even with error rows.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     from agebatch.faces.options import FaceOptions
     from agebatch.pipeline.job import InferJob, RayOptions
@@ -80,11 +86,17 @@ def infer(
     job = InferJob(
         source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume, overwrite=overwrite,
         summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, ray=ray, faces=faces,
-        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces), save_crops=save_crops,
+        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces), save_crops=save_crops, tta=tta,
+        device=device,
     )  # fmt: skip
     with Progress(None, "infer") as progress:
         result = run_infer(job, progress)
     console = Console()
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    if result.nothing_to_do:
+        console.print(f"nothing to do: {result.out} is already complete ({result.inputs:,} inputs, {result.rows:,} rows)")
+        return
     console.print(
         f"{result.inputs:,} inputs -> {result.out}: "
         + (f"{result.rows:,} rows (one per face), " if result.faces == "detect" else "")

@@ -114,6 +114,21 @@ faces_option = click.option(
     help="detect: find, align and predict every face (one row per face); crop: each input is one face crop.",
 )
 
+tta_option = click.option(
+    "--tta/--no-tta",
+    default=True,
+    show_default=True,
+    help="Average each face with its mirror (models trained with it; lower MAE) or one pass per face (about 2x faster).",
+)
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="ONNX Runtime: cuda runs on the GPU (onnxruntime-gpu; falls back to the CPU with a note), auto when present.",
+)
+
 #: Which detected faces are kept (infer).
 face_filter_options = stack(
     click.option(

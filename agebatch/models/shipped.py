@@ -1,14 +1,16 @@
 """Where the shipped models live and which one is the default.
 
-The repository ships trained models in ``models/`` (override with ``AGEBATCH_MODELS``),
-each as ``NAME.keras`` + ``NAME.card.json`` and its FP32 ONNX export with sidecar, so
-CPU inference needs neither TensorFlow nor a build step. Choosing which artifact runs
-a model is `agebatch.backends.resolve`'s job.
+The trained models ship inside the package, in ``agebatch/shipped_models/`` (a checkout
+also reaches them as ``models/``, a link), each as ``NAME.keras`` + ``NAME.card.json`` and
+its FP32 ONNX export with sidecar, so a plain ``pip install`` runs CPU inference from any
+folder with neither TensorFlow nor a build step. ``AGEBATCH_MODELS`` points elsewhere.
+Choosing which artifact runs a model is `agebatch.backends.resolve`'s job.
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 
 from agebatch.errors import AgebatchError
 
@@ -17,8 +19,8 @@ DEFAULT_MODEL = "modelB"
 
 
 def models_dir() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.environ.get("AGEBATCH_MODELS", os.path.join(here, "models"))
+    """``$AGEBATCH_MODELS``, else the package's own ``shipped_models`` folder (found with importlib.resources)."""
+    return os.environ.get("AGEBATCH_MODELS") or str(resources.files("agebatch").joinpath("shipped_models"))
 
 
 def default_model() -> str:

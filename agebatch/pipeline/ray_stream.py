@@ -29,7 +29,7 @@ from agebatch.errors import AgebatchError
 from agebatch.faces.options import FaceOptions
 from agebatch.pipeline.detect import FaceColumns
 from agebatch.pipeline.job import InferJob, RayOptions
-from agebatch.pipeline.stream import BatchResult, predict_ok
+from agebatch.pipeline.stream import BatchResult, predict_ok, runtime_options
 from agebatch.sources import Item
 
 #: Rows handed to Ray per input block: big enough to amortise scheduling, small enough to stream.
@@ -104,8 +104,8 @@ def _detect_batch(
 class _Predictor:
     """Ray actor: loads the model once, predicts every batch routed to it; other columns pass through."""
 
-    def __init__(self, artifact: str, kind: str) -> None:
-        self.backend = load_backend(artifact, kind)
+    def __init__(self, artifact: str, kind: str, options: dict[str, Any]) -> None:
+        self.backend = load_backend(artifact, kind, **options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.array([e == "" for e in batch["error"]], bool)
@@ -129,6 +129,7 @@ class RayStream:
         self.decode = model.card.decode_options()
         self.name = f"{model.backend} on ray"
         self.job = job
+        self.notes: list[str] = []
 
     def predict(self, items: Iterator[Item]) -> Iterator[BatchResult]:
         _init(self.options)
@@ -169,7 +170,11 @@ class RayStream:
                 _Predictor,
                 batch_size=self.batch_size,
                 batch_format="numpy",
-                fn_constructor_kwargs={"artifact": self.model.artifact, "kind": self.model.backend},
+                fn_constructor_kwargs={
+                    "artifact": self.model.artifact,
+                    "kind": self.model.backend,
+                    "options": runtime_options(self.model, self.job),
+                },
                 compute=ray.data.ActorPoolStrategy(size=self.options.actors),
                 num_gpus=self.options.gpus_per_actor or None,
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -66,6 +67,8 @@ class InferResult:
     artifact: str
     faces: str
     summary: list[ScopeMetrics] = field(default_factory=list)
+    nothing_to_do: bool = False  # --resume found the output already complete
+    notes: list[str] = field(default_factory=list)  # one-line remarks for the user (a device fallback, ...)
 
     @property
     def images_per_s(self) -> float:
@@ -115,11 +118,24 @@ def _io_failed(e: AgebatchError, store: ShardStore) -> AgebatchError:
     )
 
 
+def _already_done(job: InferJob, store: ShardStore) -> InferResult:
+    """--resume on a finished output: report what it holds, change nothing (exit 0, so retry loops end)."""
+    done = store.finished_stats()
+    summary = job.summary_path if os.path.isfile(job.summary_path) else None
+    inputs, rows, errors = int(done.get("inputs", 0)), int(done.get("rows", done.get("inputs", 0))), int(done.get("errors", 0))
+    return InferResult(
+        job.out, summary, inputs, rows, rows - errors, errors, inputs, 0.0, str(done.get(META_BACKEND, "")),
+        str(done.get(META_MODEL_ID, "")), str(done.get(META_FACES, job.faces)), nothing_to_do=True,
+    )  # fmt: skip
+
+
 def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None) -> InferResult:
     store = ShardStore.prepare(
         job.out, folder_output=job.folder_output, shard_rows=job.shard_rows, resume=job.resume, overwrite=job.overwrite
     )
-    model = resolve(job.model, job.backend)
+    if store.complete:
+        return _already_done(job, store)
+    model = resolve(job.model, job.backend, tta=job.tta, device=job.device)
     stream = open_stream(model, job)
     items = refuse_outputs_as_inputs(iter_items(job.source, glob=job.glob), outputs)
     any_input, has_labels, items = _peek(items)
@@ -129,7 +145,7 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
         items = itertools.islice(items, job.limit)
     detect = job.faces == "detect"
     schema = predictions_schema(has_labels, faces=detect)
-    faces = {"mode": job.faces, **(asdict(job.face_options) if detect else {})}
+    faces = {"mode": job.faces, "tta": model.tta, **(asdict(job.face_options) if detect else {})}
     if detect:
         faces["template"] = template_for(model.card.face_template).to_dict()["keypoints"]
     signature = run_signature(job.source, model.artifact, model.sha256, has_labels, asdict(model.card.decode_options()), faces)
@@ -189,5 +205,5 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     store.finish({**stats, **meta})
     return InferResult(
         job.out, summary_path, tally.inputs, tally.rows, tally.rows - tally.errors, tally.errors, done, seconds, stream.name,
-        model.artifact, job.faces, summary,
+        model.artifact, job.faces, summary, notes=stream.notes,
     )  # fmt: skip

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from agebatch.errors import AgebatchError, already_complete, already_exists, unfinished
 from agebatch.jsonio import read_json, write_json_atomic
-from agebatch.schemas import META_INPUTS
+from agebatch.schemas import META_INPUTS, META_STATS
 from agebatch.sources import Item
 from agebatch.writer import ParquetWriter, check_output_path, read_metadata
 
@@ -82,6 +82,7 @@ class ShardStore:
         self.folder = out if folder_output else parts_dir(out)
         self.shard_rows = shard_rows
         self.saved = 0  # inputs covered by complete shards
+        self.complete = False  # set by prepare(resume=True) on finished work: nothing to do
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._pending_inputs = 0
@@ -104,7 +105,10 @@ class ShardStore:
         if os.path.isfile(out):
             raise AgebatchError(f"{out} is a file; a Ray run writes a folder of shards")
         if os.path.exists(os.path.join(out, SUCCESS)) and not overwrite:
-            raise already_complete(out)
+            if not resume:
+                raise already_complete(out)
+            self.complete = True  # a retry loop that says --resume must be able to stop
+            return
         if os.path.isdir(out) and os.listdir(out) and not (resume or overwrite):
             raise unfinished(f"an unfinished run in {out}")
         parent = os.path.dirname(os.path.abspath(out))
@@ -117,7 +121,8 @@ class ShardStore:
         out = self.out
         if os.path.exists(out) and not overwrite:
             if resume and not os.path.isdir(self.folder):
-                raise already_complete(out)
+                self.complete = True  # a retry loop that says --resume must be able to stop
+                return
             if not resume:
                 raise already_exists(f"output {out}")
         check_output_path(out, overwrite=True)
@@ -231,6 +236,13 @@ class ShardStore:
                 writer.abort()
             raise
         return rows
+
+    def finished_stats(self) -> dict[str, Any]:
+        """What the completed output recorded about its run (its footer, or a folder's ``_SUCCESS.json``)."""
+        if self.folder_output:
+            return read_json(os.path.join(self.folder, SUCCESS), missing=f"{self.folder} has no {SUCCESS}")
+        meta = read_metadata(self.out)
+        return {**json.loads(meta.get(META_STATS, "{}")), **meta}
 
     def finish(self, record: dict[str, Any]) -> None:
         """The run is complete: drop the shards of a file output, or mark a folder output done."""

@@ -56,10 +56,17 @@ class BatchResult:
 class PredictionStream(Protocol):
     #: How the output's metadata names where predictions ran ("onnxruntime", "onnxruntime on ray").
     name: str
+    #: One-line notes for the user (a requested device that is missing, ...).
+    notes: list[str]
 
     def predict(self, items: Iterator[Item]) -> Iterator[BatchResult]:
         """Every item exactly once, in input order, batched."""
         ...
+
+
+def runtime_options(model: ResolvedModel, job: InferJob) -> dict[str, object]:
+    """What `load_backend` gets: the model's own (Keras: tta) plus the job's device for ONNX Runtime."""
+    return {**model.options, **({"device": job.device} if model.backend == "onnxruntime" else {})}
 
 
 def predict_ok(backend: Backend, images: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +85,10 @@ class LocalStream:
     """
 
     def __init__(self, model: ResolvedModel, job: InferJob) -> None:
-        self.backend = load_backend(model.artifact, model.backend)
+        self.backend = load_backend(model.artifact, model.backend, **runtime_options(model, job))
         self.name = model.backend
+        note = getattr(self.backend, "note", None)
+        self.notes = [note] if note else []
         self.options = model.card.decode_options()
         self.batch_size = job.batch_size
         self.workers = job.workers

@@ -1,0 +1,29 @@
+"""`agebatch models`."""
+
+from __future__ import annotations
+
+import click
+
+from agebatch.cli.options import CONTEXT_SETTINGS
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("folders", nargs=-1, type=click.Path(path_type=str))
+def models(folders: tuple[str, ...]) -> None:
+    """List the models agebatch can use and what this machine can run them with.
+
+    FOLDERS default to the shipped models (and ./engines when it exists). Each model
+    file shows its card's test metrics, input size, precision and whether its runtime
+    is usable here; then the runtimes: ONNX Runtime and its providers, a CUDA GPU,
+    TensorRT, Keras.
+    """
+    from rich.console import Console
+
+    from agebatch.inventory import environment, find_models
+    from agebatch.models.shipped import models_dir
+    from agebatch.report import environment_table, models_table
+
+    console = Console()
+    where = ", ".join(folders) if folders else f"{models_dir()} (shipped)"
+    console.print(models_table(find_models(list(folders) or None), title=f"models in {where}"))
+    console.print(environment_table(environment()))
