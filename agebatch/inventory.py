@@ -12,9 +12,10 @@ import os
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from agebatch.artifacts import read_sidecar
 from agebatch.backends.probe import gpu_available, module_installed
-from agebatch.backends.registry import available_backends, describe, kind_of
-from agebatch.backends.resolve import resolve_artifact
+from agebatch.backends.registry import REGISTRY, available_backends, describe, kind_of
+from agebatch.backends.resolve import has_tta, resolve_artifact
 from agebatch.errors import AgebatchError
 from agebatch.models.shipped import models_dir
 
@@ -31,6 +32,7 @@ class ModelEntry:
     runnable: bool  # that runtime is installed (and, for TensorRT, a GPU answers)
     default: bool  # the artifact `infer` runs without --model
     problem: str | None = None  # why the file could not be read, if it could not
+    tta: bool | None = None  # averages each face with its mirror
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +88,13 @@ def find_models(folders: list[str] | None = None) -> list[ModelEntry]:
             except AgebatchError as e:
                 entries.append(ModelEntry(path, name, kind, "?", (0, 0), None, None, False, False, e.message))
                 continue
-            test = card.metrics.get("test", {}).get("all", {})
+            tta = has_tta(card)
+            if kind != "keras":
+                sidecar = REGISTRY[kind].sidecar
+                assert sidecar is not None
+                tta = bool(read_sidecar(path, kind=sidecar, verify_hash=False).get("mirror_tta", tta))
+            # The card's test metrics are the model's as trained; a one-pass export of a TTA model has none of its own.
+            test = card.metrics.get("test", {}).get("all", {}) if tta == has_tta(card) else {}
             entries.append(
                 ModelEntry(
                     path,
@@ -98,6 +106,7 @@ def find_models(folders: list[str] | None = None) -> list[ModelEntry]:
                     test.get("gender_accuracy"),
                     kind in have,
                     os.path.realpath(path) == default,
+                    tta=tta,
                 )
             )
     return entries

@@ -75,14 +75,15 @@ def compare_table(names: Sequence[str], rows: Sequence[Sequence[ScopeMetrics]], 
 
 def models_table(entries: Sequence[ModelEntry], title: str = "models") -> Table:
     table = Table(title=title)
-    for col in ("model", "file", "runs on", "precision", "input", "test age MAE", "test gender acc", "here"):
+    for col in ("model", "file", "runs on", "precision", "input", "mirror TTA", "test age MAE", "test gender acc", "here"):
         table.add_column(col, justify="right" if col in ("test age MAE", "test gender acc") else "left")
     for e in entries:
         name = e.name + (" (default)" if e.default else "")
         here = "yes" if e.runnable else ("unreadable: " + e.problem if e.problem else "no (runtime missing)")
         size = f"{e.input_size[0]}x{e.input_size[1]}" if e.input_size[0] else "-"
         mae, acc = _fmt(e.test_age_mae), _fmt(e.test_gender_accuracy, pct=True)
-        table.add_row(name, os.path.basename(e.path), e.backend, e.precision, size, mae, acc, here)
+        tta = "-" if e.tta is None else ("yes" if e.tta else "no")
+        table.add_row(name, os.path.basename(e.path), e.backend, e.precision, size, tta, mae, acc, here)
     return table
 
 
