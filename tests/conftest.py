@@ -69,3 +69,10 @@ def built(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
 
     out = tmp_path_factory.mktemp("engines")
     return out, build_engine(str(tiny_model), target="onnx", precision="fp16", out_dir=str(out))
+
+
+@pytest.fixture(scope="session")
+def onnx_model(built) -> str:
+    """The tiny model's FP32 ONNX export (what most pipeline tests run: fast, real ONNX Runtime)."""
+    out, _ = built
+    return str(out / "tiny.fp32.onnx")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from photos import DATA, compose, save_jpeg
+from runs import start, wait_for_shards
 
 from agebatch.decode import DecodeOptions, load_work_image
 from agebatch.faces.align import already_aligned, default_template, similarity
@@ -27,12 +27,6 @@ from agebatch.pipeline.shards import parts_dir
 # Four faces of decreasing size on a 2700x1800 photo: (centre x, centre y, crop side, degrees).
 PLACES = [(500, 700, 700, 0), (1500, 500, 500, 8), (2300, 900, 360, -10), (1400, 1300, 260, 5)]
 CANVAS = (1800, 2700)
-
-
-@pytest.fixture(scope="module")
-def onnx_model(built) -> str:
-    out, _ = built
-    return str(out / "tiny.fp32.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +183,9 @@ def test_detect_mode_resumes_after_kill_9_without_duplicating_faces(tmp_path: Pa
     run_infer(InferJob(str(src), str(clean), model=onnx_model, batch_size=8, shard_rows=10))
     out = tmp_path / "p.parquet"
     args = ["infer", str(src), "--out", str(out), "--model", onnx_model, "--batch-size", "8", "--shard-rows", "10"]
-    proc = subprocess.Popen([sys.executable, "-m", "agebatch", *args, "--workers", "1"], stderr=subprocess.DEVNULL)
+    proc = start([*args, "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = Path(parts_dir(str(out)))
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
-        time.sleep(0.05)
+    wait_for_shards(out, 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     for shard in parts.glob("part-*.parquet"):

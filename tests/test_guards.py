@@ -8,50 +8,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from runs import infer_args, many_faces, run_cli, start, wait_for_shards
 
 from agebatch.errors import AgebatchError
 from agebatch.lock import OutputLock
 from agebatch.pipeline.job import InferJob
 from agebatch.pipeline.run import run_infer
 from agebatch.pipeline.shards import parts_dir
-
-
-@pytest.fixture(scope="module")
-def onnx_model(built) -> str:
-    out, _ = built
-    return str(out / "tiny.fp32.onnx")
-
-
-def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agebatch", *args], capture_output=True, text=True, **kw)
-
-
-def _faces(dst: Path, samples_dir: Path, copies: int) -> Path:
-    dst.mkdir()
-    for c in range(copies):
-        for f in sorted(samples_dir.glob("*.jpg")):
-            os.link(f, dst / f"c{c:03d}_{f.name}")
-    return dst
-
-
-def _start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "agebatch", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_shards(out: Path, n: int, proc: subprocess.Popen) -> None:
-    parts = Path(parts_dir(str(out)))
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < n:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    assert len(list(parts.glob("part-*.parquet"))) >= n
 
 
 def _hidden_leftovers(folder: Path) -> list[str]:
@@ -63,17 +32,17 @@ def test_an_output_never_overwrites_an_input(tmp_path: Path, samples_dir: Path, 
     shutil.copytree(samples_dir, photos)
     first = sorted(photos.glob("*.jpg"))[0]
     before = first.read_bytes()
-    r = _cli("infer", str(photos), "--out", str(first), "--model", onnx_model, "--overwrite")
+    r = run_cli("infer", str(photos), "--out", str(first), "--model", onnx_model, "--overwrite")
     assert r.returncode == 2 and "must be a .parquet file" in r.stderr and "Traceback" not in r.stderr
     assert first.read_bytes() == before, "the user's JPEG is untouched"
 
     manifest = tmp_path / "m.parquet"
     pq.write_table(pa.table({"path": [str(p) for p in sorted(photos.glob("*.jpg"))[:3]]}), manifest)
-    r = _cli("infer", str(manifest), "--out", str(manifest), "--model", onnx_model, "--overwrite")
+    r = run_cli("infer", str(manifest), "--out", str(manifest), "--model", onnx_model, "--overwrite")
     assert r.returncode == 2 and "is the source itself" in r.stderr
     assert pq.read_table(manifest).num_rows == 3, "the manifest is untouched"
 
-    r = _cli("infer", str(photos), "--out", str(tmp_path / "p.parquet"), "--summary", str(tmp_path / "p.parquet"))
+    r = run_cli("infer", str(photos), "--out", str(tmp_path / "p.parquet"), "--summary", str(tmp_path / "p.parquet"))
     assert r.returncode == 2 and "name the same file" in r.stderr
 
     # A manifest may list any file, a Parquet one included: found while streaming, before anything is replaced.
@@ -87,31 +56,18 @@ def test_an_output_never_overwrites_an_input(tmp_path: Path, samples_dir: Path, 
 
 
 def test_one_writer_per_output_and_kill_9_leaves_no_stale_lock(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
-    src = _faces(tmp_path / "faces", samples_dir, 100)  # 3,900 inputs
+    src = many_faces(tmp_path / "faces", samples_dir, 100)  # 3,900 inputs
     out = tmp_path / "p.parquet"
-    args = [
-        "infer",
-        str(src),
-        "--out",
-        str(out),
-        "--model",
-        onnx_model,
-        "--batch-size",
-        "16",
-        "--shard-rows",
-        "64",
-        "--faces",
-        "crop",
-    ]
-    first = _start([*args, "--workers", "1"])
-    _wait_for_shards(out, 2, first)
+    args = infer_args(src, out, onnx_model)
+    first = start([*args, "--workers", "1"])
+    wait_for_shards(out, 2, first)
     job = InferJob(str(src), str(out), model=onnx_model, batch_size=16, shard_rows=64, faces="crop", resume=True)
     with pytest.raises(AgebatchError, match=rf"another agebatch run \(pid {first.pid}\) is writing {out}"):
         run_infer(job)  # in this process: no start-up delay that would let the first run finish meanwhile
     assert first.poll() is None, "the first run was still running when the second was refused"
     first.send_signal(signal.SIGKILL)
     first.wait()
-    resumed = _cli(*args, "--resume")  # the kernel dropped the dead run's lock
+    resumed = run_cli(*args, "--resume")  # the kernel dropped the dead run's lock
     assert resumed.returncode == 0, resumed.stderr
     assert pq.read_table(out).num_rows == 3900 and _hidden_leftovers(tmp_path) == []
 
@@ -121,39 +77,26 @@ def test_one_writer_per_output_and_kill_9_leaves_no_stale_lock(tmp_path: Path, s
 
 
 def test_sigterm_stops_like_ctrl_c_and_resume_finishes(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
-    src = _faces(tmp_path / "faces", samples_dir, 40)
+    src = many_faces(tmp_path / "faces", samples_dir, 40)
     clean = tmp_path / "clean.parquet"
     run_infer(InferJob(str(src), str(clean), model=onnx_model, batch_size=16, shard_rows=64, faces="crop"))
     out = tmp_path / "p.parquet"
-    args = [
-        "infer",
-        str(src),
-        "--out",
-        str(out),
-        "--model",
-        onnx_model,
-        "--batch-size",
-        "16",
-        "--shard-rows",
-        "64",
-        "--faces",
-        "crop",
-    ]
-    proc = _start([*args, "--workers", "1"])
-    _wait_for_shards(out, 3, proc)
+    args = infer_args(src, out, onnx_model)
+    proc = start([*args, "--workers", "1"])
+    wait_for_shards(out, 3, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "terminated (SIGTERM) after" in err and "--resume" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
-    resumed = _cli(*args, "--resume")
+    resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = pq.read_table(clean).to_pydict(), pq.read_table(out).to_pydict()
     assert b["path"] == a["path"] and np.allclose(b["age"], a["age"], atol=1e-4)
 
 
 def test_disk_full_leaves_no_temporary_file_and_says_how_to_resume(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
-    src = _faces(tmp_path / "faces", samples_dir, 20)
+    src = many_faces(tmp_path / "faces", samples_dir, 20)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     out = out_dir / "p.parquet"
@@ -162,20 +105,7 @@ def test_disk_full_leaves_no_temporary_file_and_says_how_to_resume(tmp_path: Pat
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
 
-    args = [
-        "infer",
-        str(src),
-        "--out",
-        str(out),
-        "--model",
-        onnx_model,
-        "--shard-rows",
-        "64",
-        "--batch-size",
-        "16",
-        "--faces",
-        "crop",
-    ]
+    args = infer_args(src, out, onnx_model)
     proc = subprocess.run([sys.executable, "-m", "agebatch", *args], capture_output=True, text=True, preexec_fn=limit)
     assert proc.returncode == 1, proc.stderr
     assert ("limit reached" in proc.stderr or "disk full" in proc.stderr) and "Traceback" not in proc.stderr
@@ -183,7 +113,7 @@ def test_disk_full_leaves_no_temporary_file_and_says_how_to_resume(tmp_path: Pat
     parts = Path(parts_dir(str(out)))
     leftovers = [p.name for folder in (out_dir, parts) for p in folder.iterdir() if ".tmp-" in p.name or p.suffix == ".lock"]
     assert leftovers == [] and not out.exists()
-    resumed = _cli(*args, "--resume")
+    resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert pq.read_table(out).num_rows == 780
 
@@ -200,7 +130,7 @@ def test_null_manifest_path_stays_null_and_traceable(tmp_path: Path, samples_dir
 
 
 def test_batch_size_is_capped_with_a_clear_message(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
-    r = _cli("infer", str(samples_dir), "--out", str(tmp_path / "p.parquet"), "--batch-size", "100000")
+    r = run_cli("infer", str(samples_dir), "--out", str(tmp_path / "p.parquet"), "--batch-size", "100000")
     assert r.returncode == 2 and "--batch-size" in r.stderr and "4096" in r.stderr
     with pytest.raises(AgebatchError, match=r"batch size must be 1\.\.4,096"):
         InferJob(str(samples_dir), "p.parquet", batch_size=100_000, faces="crop")

@@ -8,13 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from runs import infer_args, many_faces, run_cli, start, wait_for_shards
 
 from agebatch.errors import AgebatchError
 from agebatch.pipeline.job import InferJob
@@ -22,26 +22,6 @@ from agebatch.pipeline.run import run_infer
 from agebatch.pipeline.shards import parts_dir
 from agebatch.sources import iter_items
 from agebatch.writer import read_metadata
-
-
-@pytest.fixture(scope="module")
-def onnx_model(built) -> str:
-    out, _ = built
-    return str(out / "tiny.fp32.onnx")
-
-
-def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "agebatch", *args], capture_output=True, text=True, **kw)
-
-
-def _many_faces(dst: Path, samples_dir: Path, copies: int) -> Path:
-    """`copies` x the sample faces under distinct names (hard links: no extra disk)."""
-    dst.mkdir()
-    faces = sorted(samples_dir.glob("*.jpg"))
-    for c in range(copies):
-        for f in faces:
-            os.link(f, dst / f"c{c:03d}_{f.name}")
-    return dst
 
 
 def test_every_input_gets_one_row_in_order(tmp_path: Path, fault_folder, onnx_model: str) -> None:
@@ -133,38 +113,21 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
 
 
 def test_kill_9_then_resume_loses_and_duplicates_nothing(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
-    src = _many_faces(tmp_path / "faces", samples_dir, 40)  # 1,560 inputs
+    src = many_faces(tmp_path / "faces", samples_dir, 40)  # 1,560 inputs
     clean = tmp_path / "clean.parquet"
     run_infer(InferJob(str(src), str(clean), model=onnx_model, batch_size=16, shard_rows=64, faces="crop"))
     out = tmp_path / "p.parquet"
-    args = [
-        "infer",
-        str(src),
-        "--out",
-        str(out),
-        "--model",
-        onnx_model,
-        "--batch-size",
-        "16",
-        "--shard-rows",
-        "64",
-        "--workers",
-        "1",
-        "--faces",
-        "crop",
-    ]
-    proc = subprocess.Popen([sys.executable, "-m", "agebatch", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = infer_args(src, out, onnx_model, "--workers", "1")
+    proc = start(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = Path(parts_dir(str(out)))
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
-        time.sleep(0.05)
+    wait_for_shards(out, 3, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = len(list(parts.glob("part-*.parquet")))
     assert saved >= 3 and not out.exists(), "killed mid-run: shards exist, no output presented as complete"
-    again = _cli(*args)
+    again = run_cli(*args)
     assert again.returncode == 2 and "--resume" in again.stderr, "an unfinished run is never silently restarted"
-    resumed = _cli(*args, "--resume")
+    resumed = run_cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     a, b = pq.read_table(clean).to_pydict(), pq.read_table(out).to_pydict()
     assert b["path"] == a["path"], "every input exactly once, in order"
@@ -184,9 +147,9 @@ def test_existing_output_and_resume_rules(tmp_path: Path, samples_dir: Path, onn
     r = run_infer(InferJob(str(samples_dir), str(out), model=onnx_model, overwrite=True, faces="crop"))
     assert r.inputs == 39 and not r.nothing_to_do
     args = ["infer", str(samples_dir), "--out", str(out), "--model", onnx_model, "--faces", "crop"]
-    done = _cli(*args, "--resume")
+    done = run_cli(*args, "--resume")
     assert done.returncode == 0 and "nothing to do" in done.stdout, "a retry loop that passes --resume terminates"
-    refused = _cli(*args)
+    refused = run_cli(*args)
     assert refused.returncode == 2 and "already exists" in refused.stderr
 
 
@@ -211,7 +174,7 @@ def test_clear_failures(tmp_path: Path, samples_dir: Path, onnx_model: str, args
     args = [a.format(tmp=tmp_path, samples=samples_dir) for a in args]
     if "--model" not in args:
         args += ["--model", onnx_model]
-    proc = _cli("infer", *args)
+    proc = run_cli("infer", *args)
     assert proc.returncode in (1, 2), proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "p.parquet").exists()
@@ -219,7 +182,7 @@ def test_clear_failures(tmp_path: Path, samples_dir: Path, onnx_model: str, args
 
 def test_disk_full_fails_cleanly(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
     """A file-size limit (EFBIG) stands in for a full disk (ENOSPC): same code path, same promise."""
-    src = _many_faces(tmp_path / "faces", samples_dir, 20)
+    src = many_faces(tmp_path / "faces", samples_dir, 20)
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

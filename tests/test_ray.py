@@ -25,12 +25,6 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def onnx_model(built) -> str:
-    out, _ = built
-    return str(out / "tiny.fp32.onnx")
-
-
 def _rows(folder: Path) -> dict[str, list]:
     return pq.read_table(sorted(str(p) for p in folder.glob("part-*.parquet"))).to_pydict()
 

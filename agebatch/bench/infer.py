@@ -68,15 +68,19 @@ def run_infer_bench(
     return runs
 
 
-def report(runs: list[ProcessRun], console: Console) -> None:
+def _process_table(runs: list[ProcessRun], title: str, console: Console) -> None:
     from rich.table import Table
 
-    table = Table(title="end to end, whole process (imports included)")
+    table = Table(title=title)
     for col in ("run", "images", "seconds", "images/s", "peak RSS MB"):
         table.add_column(col, justify="right")
     for r in runs:
-        table.add_row(r.label, f"{r.images:,}", f"{r.seconds:.1f}", f"{r.images / r.seconds:,.0f}", f"{r.peak_rss_mb:.0f}")
+        table.add_row(r.label, f"{r.images:,}", f"{r.seconds:.1f}", f"{r.images / r.seconds:,.1f}", f"{r.peak_rss_mb:.0f}")
     console.print(table)
+
+
+def report(runs: list[ProcessRun], console: Console) -> None:
+    _process_table(runs, "end to end, whole process (imports included)", console)
     seeds, ours, one_pass = runs[0], runs[1], runs[2]
     speed = seeds.seconds / ours.seconds
     console.print(f"speed: agebatch infer is {speed:.2f}x the seeds' loop on {ours.images:,} faces (target >= 3x)")
@@ -161,14 +165,7 @@ def run_faces_bench(
 
 
 def report_faces(runs: list[ProcessRun], placed: int, console: Console) -> None:
-    from rich.table import Table
-
-    table = Table(title="detect vs crop mode, whole process (imports included)")
-    for col in ("run", "images", "seconds", "images/s", "peak RSS MB"):
-        table.add_column(col, justify="right")
-    for r in runs:
-        table.add_row(r.label, f"{r.images:,}", f"{r.seconds:.1f}", f"{r.images / r.seconds:,.1f}", f"{r.peak_rss_mb:.0f}")
-    console.print(table)
+    _process_table(runs, "detect vs crop mode, whole process (imports included)", console)
     crop, detect, photos = runs
     ratio = (detect.images / detect.seconds) / (crop.images / crop.seconds)
     console.print(
