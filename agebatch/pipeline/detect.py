@@ -58,8 +58,14 @@ def detect_rows(
     onto the template (`agebatch.faces.align`).
     """
     size = model_input.size
-    good = [i for i, image in enumerate(batch.images) if image is not None]
-    found = dict(zip(good, finder.find([batch.images[i] for i in good], [batch.scales[i] for i in good]), strict=True))  # type: ignore[misc]
+    decoded = [(i, image) for i, image in enumerate(batch.images) if image is not None]
+    found = dict(
+        zip(
+            (i for i, _ in decoded),
+            finder.find([image for _, image in decoded], [batch.scales[i] for i, _ in decoded]),
+            strict=True,
+        )
+    )
     n_rows = sum(max(1, len(found[i])) if i in found else 1 for i in range(len(batch)))
     crops = np.zeros((n_rows, *size, 3), np.uint8)
     face = np.full(n_rows, -1, np.int16)

@@ -169,10 +169,10 @@ class ShardStore:
         return [(start, os.path.join(self.folder, name)) for start, name in sorted(found)]
 
     @staticmethod
-    def shard_inputs(path: str) -> int:
+    def shard_inputs(shard: pq.ParquetFile) -> int:
         """Inputs a shard covers (its footer says; a shard written before faces existed has one row per input)."""
-        meta = read_metadata(path)
-        return int(meta[META_INPUTS]) if META_INPUTS in meta else pq.ParquetFile(path).metadata.num_rows
+        value = (shard.metadata.metadata or {}).get(META_INPUTS.encode())
+        return int(value) if value is not None else shard.metadata.num_rows
 
     def _saved_inputs(self) -> tuple[int, str | None]:
         """Inputs covered by complete shards and the last path written; checks that shards are contiguous."""
@@ -181,7 +181,7 @@ class ShardStore:
             if start != done:
                 raise AgebatchError(f"{self.folder} has a gap before {os.path.basename(path)}; rerun with --overwrite")
             pf = pq.ParquetFile(path)
-            done += self.shard_inputs(path)
+            done += self.shard_inputs(pf)
             last = pf.read_row_group(pf.num_row_groups - 1, columns=["path"]).column("path")[-1].as_py()
         return done, last
 
@@ -228,7 +228,7 @@ class ShardStore:
                 if writer is not None:
                     writer.write(table)
                 rows += table.num_rows
-                visit(table, self.shard_inputs(path))
+                visit(table, self.shard_inputs(pq.ParquetFile(path)))
             if writer is not None:
                 writer.close(footer())
         except BaseException:
