@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agebatch.artifacts import sha256_file, write_sidecar
+from agebatch.backends.base import Predictions
 from agebatch.backends.keras import KerasBackend
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import NO_TTA, has_tta
@@ -84,7 +85,7 @@ def build_engine(
         result = BuildResult()
         calib_label = calib or "bundled samples"
 
-        def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any], expect: tuple[np.ndarray, np.ndarray]) -> None:
+        def finish(artifact: str, kind: str, prec: str, extra: dict[str, Any], expect: Predictions) -> None:
             """Sidecar first (loading needs it), then parity against Keras, stored in the sidecar."""
             extra = {"source_model": source, "batch_profile": profile, **extra}
             write_sidecar(artifact, kind=kind, precision=prec, card=card, extra=extra)

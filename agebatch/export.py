@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from agebatch.atomic import AtomicFile
+from agebatch.backends.base import Predictions
 from agebatch.models.card import INPUT_NAME
 
 #: Nodes whose Keras layer name starts with "age" (tf2onnx names them "model/age_bins_1/MatMul").
@@ -64,11 +65,20 @@ def convert_fp16(src: str, dst: str) -> list[str]:
     return keep
 
 
-def parity(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-    """How far `candidate` predictions are from `reference` ones (age in years, gender at 0.5)."""
-    ra, rg = reference
-    ca, cg = candidate
+def parity(reference: Predictions, candidate: Predictions) -> dict[str, float]:
+    """How far `candidate` predictions are from `reference` ones (age and interval in years, gender at 0.5, age group)."""
+    ra, rg = reference.age, reference.gender_prob
+    ca, cg = candidate.age, candidate.gender_prob
     diff = np.abs(ra.astype(np.float64) - ca.astype(np.float64))
+    extra: dict[str, float] = {}
+    if reference.has_distribution:
+        ends = [
+            np.abs(getattr(reference, k).astype(np.float64) - getattr(candidate, k)) for k in ("age_p10", "age_p90", "age_std")
+        ]
+        extra = {
+            "max_interval_diff": float(max(e.max() for e in ends)) if len(ra) else 0.0,
+            "age_group_agreement": float((reference.age_group == candidate.age_group).mean()) if len(ra) else 1.0,
+        }
     return {
         "n": len(ra),
         "max_age_diff": float(diff.max()) if len(diff) else 0.0,
@@ -76,4 +86,5 @@ def parity(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray
         "max_gender_prob_diff": float(np.abs(rg.astype(np.float64) - cg).max()) if len(rg) else 0.0,
         "gender_agreement": float(((rg >= 0.5) == (cg >= 0.5)).mean()) if len(rg) else 1.0,
         "reference_age_std": float(ra.std()) if len(ra) else 0.0,
+        **extra,
     }

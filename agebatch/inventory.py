@@ -33,6 +33,7 @@ class ModelEntry:
     default: bool  # the artifact `infer` runs without --model
     problem: str | None = None  # why the file could not be read, if it could not
     tta: bool | None = None  # averages each face with its mirror
+    test_interval_coverage: float | None = None  # share of test ages in [age_p10, age_p90]; None: no age distribution
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ def find_models(folders: list[str] | None = None) -> list[ModelEntry]:
                     kind in have,
                     os.path.realpath(path) == default,
                     tta=tta,
+                    test_interval_coverage=test.get("interval_coverage"),
                 )
             )
     return entries

@@ -25,11 +25,19 @@ def _fmt(v: float | None, pct: bool = False) -> str:
 
 
 def summary_table(rows: list[ScopeMetrics], title: str = "summary") -> Table:
+    """Accuracy per scope; the interval and age-group columns only when the model has an age distribution."""
     table = Table(title=title)
-    for col in ("scope", "n", "age MAE (years)", "gender accuracy"):
+    distribution = any(r.interval_coverage is not None for r in rows)
+    cols = ["scope", "n", "age MAE (years)", "gender accuracy"]
+    if distribution:
+        cols += ["in [p10, p90] (target 80%)", "age group exact", "age group one-off"]
+    for col in cols:
         table.add_column(col, justify="left" if col == "scope" else "right")
     for r in rows:
-        table.add_row(r.scope, f"{r.n:,}", _fmt(r.age_mae), _fmt(r.gender_accuracy, pct=True))
+        cells = [r.scope, f"{r.n:,}", _fmt(r.age_mae), _fmt(r.gender_accuracy, pct=True)]
+        if distribution:
+            cells += [_fmt(r.interval_coverage, pct=True), _fmt(r.group_exact, pct=True), _fmt(r.group_one_off, pct=True)]
+        table.add_row(*cells)
     return table
 
 
@@ -75,15 +83,17 @@ def compare_table(names: Sequence[str], rows: Sequence[Sequence[ScopeMetrics]], 
 
 def models_table(entries: Sequence[ModelEntry], title: str = "models") -> Table:
     table = Table(title=title)
-    for col in ("model", "file", "runs on", "precision", "input", "mirror TTA", "test age MAE", "test gender acc", "here"):
-        table.add_column(col, justify="right" if col in ("test age MAE", "test gender acc") else "left")
+    numbers = ("test age MAE", "test gender acc", "test in [p10, p90]")
+    for col in ("model", "file", "runs on", "precision", "input", "mirror TTA", *numbers, "here"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     for e in entries:
         name = e.name + (" (default)" if e.default else "")
         here = "yes" if e.runnable else ("unreadable: " + e.problem if e.problem else "no (runtime missing)")
         size = f"{e.input_size[0]}x{e.input_size[1]}" if e.input_size[0] else "-"
         mae, acc = _fmt(e.test_age_mae), _fmt(e.test_gender_accuracy, pct=True)
         tta = "-" if e.tta is None else ("yes" if e.tta else "no")
-        table.add_row(name, os.path.basename(e.path), e.backend, e.precision, size, tta, mae, acc, here)
+        cover = _fmt(e.test_interval_coverage, pct=True)
+        table.add_row(name, os.path.basename(e.path), e.backend, e.precision, size, tta, mae, acc, cover, here)
     return table
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 #: 2: predictions' `path` may be null (a manifest row without a path); with --faces detect, one row per face
-#: and the FACE_COLUMNS.
-SCHEMA_VERSION = "2"
+#: and the FACE_COLUMNS. 3: the AGE_DISTRIBUTION_COLUMNS after `error`.
+SCHEMA_VERSION = "3"
 
 #: Key/value metadata keys (bytes in Parquet; str here). Writers fill what they know.
 META_VERSION = "agebatch.version"  # tool version that wrote the file
@@ -51,6 +51,15 @@ PREDICTIONS = pa.schema(
     ]
 )
 
+#: Always after PREDICTIONS: read off the model's age distribution (`agebatch.ages`, calibrated on the validation
+#: split); null on error and for a model without an age distribution (the regression head).
+AGE_DISTRIBUTION_COLUMNS = [
+    pa.field("age_std", pa.float32()),  # spread of the predicted age distribution, years
+    pa.field("age_p10", pa.float32()),  # 80% interval: the true age lies in [age_p10, age_p90] for 80% of faces
+    pa.field("age_p90", pa.float32()),
+    pa.field("age_group", pa.string()),  # most probable Adience group: 0-2, 4-6, 8-13, 15-20, 25-32, 38-43, 48-53, 60+
+]
+
 #: Appended to PREDICTIONS with --faces detect: which face of the image, where, how sure the detector was.
 FACE_COLUMNS = [
     pa.field("face", pa.int16()),  # 0 = the largest face of the image, then by size; null when none was found
@@ -70,10 +79,16 @@ SUMMARY = pa.schema(
         pa.field("n", pa.int64()),
         pa.field("age_mae", pa.float64()),
         pa.field("gender_accuracy", pa.float64()),
+        # Schema 3, null without an age distribution: share of true ages in [age_p10, age_p90]; Adience group accuracy.
+        pa.field("age_interval_coverage", pa.float64()),
+        pa.field("age_group_exact", pa.float64()),
+        pa.field("age_group_one_off", pa.float64()),
     ]
 )
 
 
 def predictions_schema(labels: bool, faces: bool = False) -> pa.Schema:
     """The predictions table's schema: face columns with --faces detect, label columns when inputs carry labels."""
-    return pa.schema(list(PREDICTIONS) + (FACE_COLUMNS if faces else []) + (PREDICTION_LABELS if labels else []))
+    return pa.schema(
+        list(PREDICTIONS) + AGE_DISTRIBUTION_COLUMNS + (FACE_COLUMNS if faces else []) + (PREDICTION_LABELS if labels else [])
+    )

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "agebatch" / "samples" / "utkface"
 SHARED = Path(os.environ.get("AGEBATCH_SHARED", ROOT.parent / "shared"))
 POOL = SHARED / "data" / "utkface"
+# Training's aligned-crop cache goes to a fresh folder per test session, never the user's ~/.cache.
+os.environ["AGEBATCH_CACHE"] = tempfile.mkdtemp(prefix="agebatch-test-cache-")
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +48,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> P
 
     from agebatch.batching import iter_batches
     from agebatch.decode import DecodeOptions
-    from agebatch.models.card import ModelCard, card_path
+    from agebatch.models.card import ModelCard, card_path, model_outputs
     from agebatch.models.custom import ARCHITECTURE, PREPROCESSING, build_custom
+    from agebatch.models.serving import serving_model
     from agebatch.sources import iter_items
 
     keras.utils.set_random_seed(0)
@@ -58,8 +62,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> P
     hist = model.fit(b.images, {"age": ages, "gender_prob": genders}, epochs=30, batch_size=13, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
-    model.save(path)
-    ModelCard(name="tiny", architecture=ARCHITECTURE, input_size=SIZE, preprocessing=PREPROCESSING).save(card_path(path))
+    # Served as agebatch ships models: one pass per face here, age read-outs at a made-up temperature.
+    serving_model(model, mirror=False, temperature=1.3).save(path)
+    card = ModelCard(
+        name="tiny", architecture=ARCHITECTURE, input_size=SIZE, preprocessing=PREPROCESSING, outputs=model_outputs(True)
+    )
+    card.save(card_path(path))
     return path
 
 

@@ -71,11 +71,12 @@ def test_dynamic_batch_gives_the_same_rows(built, samples_dir: Path) -> None:
     out, _ = built
     backend = load_backend(out / "tiny.fp32.onnx")
     faces = calibration_faces(str(samples_dir), backend.card)
-    age_all, g_all = backend.predict(faces)
+    whole = backend.predict(faces)
     parts = [backend.predict(faces[i : i + 7]) for i in range(0, len(faces), 7)]
-    assert np.allclose(np.concatenate([p[0] for p in parts]), age_all, atol=1e-4)
-    assert np.allclose(np.concatenate([p[1] for p in parts]), g_all, atol=1e-6)
-    assert backend.predict(faces[:1])[0].shape == (1,)
+    assert np.allclose(np.concatenate([p.age for p in parts]), whole.age, atol=1e-4)
+    assert np.allclose(np.concatenate([p.gender_prob for p in parts]), whole.gender_prob, atol=1e-6)
+    assert np.allclose(np.concatenate([p.age_p90 for p in parts]), whole.age_p90, atol=1e-3)
+    assert backend.predict(faces[:1]).age.shape == (1,)
     with pytest.raises(ValueError, match="expected uint8"):
         backend.predict(faces.astype(np.float32))
 
@@ -84,7 +85,7 @@ def test_keras_model_reloads_to_the_same_predictions(tiny_model: Path, samples_d
     a = load_backend(tiny_model)
     faces = calibration_faces(str(samples_dir), a.card)
     b = load_backend(tiny_model)
-    assert np.array_equal(a.predict(faces)[0], b.predict(faces)[0])
+    assert np.array_equal(a.predict(faces).age, b.predict(faces).age)
 
 
 def test_artifact_errors(built, tmp_path: Path) -> None:
@@ -162,8 +163,8 @@ def test_cpu_inference_does_not_import_tensorflow(built, samples_dir: Path) -> N
         "from agebatch.backends.registry import load_backend\n"
         "from agebatch.engine import calibration_faces\n"
         f"b = load_backend({str(out / 'tiny.fp16.onnx')!r})\n"
-        f"age, p = b.predict(calibration_faces({str(samples_dir)!r}, b.card))\n"
-        "assert len(age) == 39\n"
+        f"p = b.predict(calibration_faces({str(samples_dir)!r}, b.card))\n"
+        "assert len(p.age) == 39\n"
         "print('TF=' + str(any(m.split('.')[0] in ('tensorflow', 'keras') for m in sys.modules)))\n"
     )
     proc = subprocess.run(
@@ -212,7 +213,8 @@ def test_io_binding_path_gives_the_same_predictions(built, samples_dir: Path) ->
     plain = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cpu")
     bound = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cpu", io_binding=True, chunk=16)
     faces = calibration_faces(str(samples_dir), plain.card)
-    (a1, g1), (a2, g2) = plain.predict(faces), bound.predict(faces)
+    p1, p2 = plain.predict(faces), bound.predict(faces)
+    (a1, g1), (a2, g2) = (p1.age, p1.gender_prob), (p2.age, p2.gender_prob)
     assert not plain.io_binding and bound.io_binding and len(a2) == 39
     assert np.allclose(a1, a2, atol=1e-5) and np.allclose(g1, g2, atol=1e-6)
 
@@ -243,4 +245,4 @@ def test_cuda_provider_matches_the_cpu(built, samples_dir: Path) -> None:
     gpu = OnnxRuntimeBackend(str(out / "tiny.fp32.onnx"), device="cuda")
     faces = calibration_faces(str(samples_dir), cpu.card)
     assert gpu.providers[0] == "CUDAExecutionProvider" and gpu.io_binding
-    assert np.abs(cpu.predict(faces)[0] - gpu.predict(faces)[0]).max() < 0.05
+    assert np.abs(cpu.predict(faces).age - gpu.predict(faces).age).max() < 0.05

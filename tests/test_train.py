@@ -74,9 +74,9 @@ def test_saved_model_reloads_to_the_recorded_metrics(tiny_run: str, samples_dir:
 
     data = load_training_data(samples_dir, split=SplitSpec(0.25, 0.25, 0), options=DecodeOptions(size=(64, 64)))
     test = data.splits["test"]
-    age, prob = load_backend(os.path.join(tiny_run, "modelA.keras")).predict(test.images)
+    p = load_backend(os.path.join(tiny_run, "modelA.keras")).predict(test.images)
     recorded = json.loads(Path(tiny_run, "metrics.json").read_text())["test"]["all"]
-    assert summarize(age, prob, test.age, test.gender)[0].age_mae == pytest.approx(recorded["age_mae"], abs=1e-4)
+    assert summarize(p.age, p.gender_prob, test.age, test.gender)[0].age_mae == pytest.approx(recorded["age_mae"], abs=1e-4)
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path: Path, samples_dir: Path) -> None:
@@ -133,11 +133,11 @@ def test_pretrained_keeps_lower_blocks_and_trains_upper(tmp_path: Path, samples_
     )  # fmt: skip
     run = train(cfg, log=lambda *_: None)
     from agebatch.backends.keras import load_keras_model
-    from agebatch.models.tta import without_mirror_tta
+    from agebatch.models.serving import is_mirrored, trained_part
 
     shipped = load_keras_model(os.path.join(run, "modelB.keras"))
-    model = without_mirror_tta(shipped)
-    assert model is not shipped, "shipped with mirror TTA by default"
+    assert is_mirrored(shipped), "shipped with mirror TTA by default"
+    model = trained_part(shipped)
 
     def imagenet(layer: str, array: str) -> np.ndarray:
         with h5py.File(WEIGHTS / "efficientnet_lite0_imagenet_notop.h5") as f:

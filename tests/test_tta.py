@@ -20,7 +20,7 @@ from agebatch.models.card import card_path, load_card
 @pytest.fixture(scope="module")
 def mirrored(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from agebatch.backends.keras import load_keras_model
-    from agebatch.models.tta import with_mirror_tta
+    from agebatch.models.serving import with_mirror_tta
 
     path = tmp_path_factory.mktemp("tta") / "tiny_tta.keras"
     with_mirror_tta(load_keras_model(str(tiny_model))).save(path)
@@ -31,13 +31,13 @@ def mirrored(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_prediction_is_the_mean_over_face_and_mirror(tiny_model: Path, mirrored: Path, samples_dir: Path) -> None:
     plain, tta = load_backend(tiny_model, "keras"), load_backend(mirrored, "keras")
     faces = calibration_faces(str(samples_dir), plain.card)
-    age, gender = plain.predict(faces)
-    age_m, gender_m = plain.predict(np.ascontiguousarray(faces[:, :, ::-1]))
-    got_age, got_gender = tta.predict(faces)
+    p, m, got = plain.predict(faces), plain.predict(np.ascontiguousarray(faces[:, :, ::-1])), tta.predict(faces)
+    (age, gender), (age_m, gender_m) = (p.age, p.gender_prob), (m.age, m.gender_prob)
+    got_age, got_gender = got.age, got.gender_prob
     assert np.abs(age - age_m).max() > 0.01, "real faces are not mirror-symmetric to the model"
     assert np.allclose(got_age, (age + age_m) / 2, atol=1e-4)
     assert np.allclose(got_gender, (gender + gender_m) / 2, atol=1e-5)
-    one_age, _ = tta.predict(faces[:1])
+    one_age = tta.predict(faces[:1]).age
     assert one_age[0] == pytest.approx(got_age[0], abs=1e-4), "a batch of one is not mixed with anything"
 
 

@@ -1,6 +1,7 @@
 """The one small interface every way of running a model implements.
 
-``backend.predict(uint8 NHWC) -> (age float32[N], p_female float32[N])``. Backends feed
+``backend.predict(uint8 NHWC) -> Predictions`` (age, P(female) and, for a model with an
+age distribution, its spread, 80% interval and age group; see `Predictions`). Backends feed
 raw uint8 pixels: every agebatch model preprocesses inside its graph (see
 `agebatch.models.card`), so no backend holds a preprocessing constant. This module
 imports no backend; `agebatch.backends.registry` knows them all.
@@ -8,12 +9,64 @@ imports no backend; `agebatch.backends.registry` knows them all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 import numpy as np
 
-from agebatch.models.card import ModelCard
+from agebatch.models.card import OUTPUT_NAMES, ModelCard
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """Per-face model outputs, float32 (N,) each, named as the graph outputs (`OUTPUT_NAMES`).
+
+    A model without an age distribution (the ``regression`` head) has no ``age_std``,
+    ``age_p10``, ``age_p90`` or ``age_group``: those are NaN, as are all outputs of a
+    row that could not be predicted. ``age_group`` is an index into `agebatch.ages.AGE_GROUPS`.
+    """
+
+    age: np.ndarray
+    gender_prob: np.ndarray
+    age_std: np.ndarray
+    age_p10: np.ndarray
+    age_p90: np.ndarray
+    age_group: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+    @classmethod
+    def nan(cls, n: int) -> Predictions:
+        return cls(*(np.full(n, np.nan, np.float32) for _ in OUTPUT_NAMES))
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, np.ndarray], n: int) -> Predictions:
+        """From a graph's named outputs ((N,) or (N, 1)); outputs the model lacks are NaN."""
+        return cls(
+            *(
+                np.asarray(outputs[k], np.float32).reshape(-1) if k in outputs else np.full(n, np.nan, np.float32)
+                for k in OUTPUT_NAMES
+            )
+        )
+
+    @classmethod
+    def concat(cls, parts: Sequence[Predictions]) -> Predictions:
+        if not parts:
+            return cls.nan(0)
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+    def scatter(self, mask: np.ndarray) -> Predictions:
+        """These predictions placed at the True positions of `mask`, NaN elsewhere (rows that failed before the model)."""
+        out = Predictions.nan(len(mask))
+        for f in fields(self):
+            getattr(out, f.name)[mask] = getattr(self, f.name)
+        return out
+
+    @property
+    def has_distribution(self) -> bool:
+        return bool(np.isfinite(self.age_p10).any())
 
 
 class Backend(Protocol):
@@ -24,8 +77,8 @@ class Backend(Protocol):
     @property
     def input_size(self) -> tuple[int, int]: ...
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (N, H, W, 3) RGB -> (age in years, P(female)), both float32 (N,)."""
+    def predict(self, images: np.ndarray) -> Predictions:
+        """uint8 (N, H, W, 3) RGB -> one prediction per face."""
         ...
 
 
@@ -35,17 +88,11 @@ def check_batch(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-def predict_in_chunks(
-    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], x: np.ndarray, chunk: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Call `run` on `x` in slices of at most `chunk` faces; (age, P(female)) as flat float32 arrays.
+def predict_in_chunks(run: Callable[[np.ndarray], Mapping[str, np.ndarray]], x: np.ndarray, chunk: int) -> Predictions:
+    """Call `run` (a chunk -> the graph's named outputs) on `x` in slices of at most `chunk` faces.
 
     Backends whose cost or memory grows past some batch size use this, so callers may
     pass any batch size (an empty one included) and get one row per face back.
     """
-    ages, genders = [np.empty(0, np.float32)], [np.empty(0, np.float32)]
-    for lo in range(0, len(x), chunk):
-        age, gender = run(x[lo : lo + chunk])
-        ages.append(np.asarray(age, np.float32).reshape(-1))
-        genders.append(np.asarray(gender, np.float32).reshape(-1))
-    return np.concatenate(ages), np.concatenate(genders)
+    parts = [Predictions.from_outputs(run(x[lo : lo + chunk]), len(x[lo : lo + chunk])) for lo in range(0, len(x), chunk)]
+    return Predictions.concat(parts)

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
-from agebatch.backends.base import check_batch, predict_in_chunks
+from agebatch.backends.base import Predictions, check_batch, predict_in_chunks
 from agebatch.errors import AgebatchError
-from agebatch.models.card import OUTPUT_AGE, OUTPUT_GENDER, load_card
+from agebatch.models.card import OUTPUT_NAMES, load_card
 
 
 def load_keras_model(path: str) -> object:
@@ -17,7 +17,7 @@ def load_keras_model(path: str) -> object:
         raise AgebatchError(f"model file not found: {path}")
     import keras
 
-    import agebatch.models.tta  # noqa: F401  registers the mirror-TTA layers a shipped model may contain
+    import agebatch.models.layers  # noqa: F401  registers the layers an agebatch model may contain
 
     try:
         return keras.saving.load_model(path, compile=False)
@@ -34,7 +34,7 @@ class KerasBackend:
         self.path = path
         self.model = load_keras_model(path)
         if not tta:  # the trained model inside the mirror-TTA wrapper: one pass per face
-            from agebatch.models.tta import without_mirror_tta
+            from agebatch.models.serving import without_mirror_tta
 
             self.model = without_mirror_tta(self.model)
         # Eager TensorFlow's peak memory grows with the faces per call: 512 faces of the
@@ -46,13 +46,11 @@ class KerasBackend:
     def input_size(self) -> tuple[int, int]:
         return self.card.input_size
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images: np.ndarray) -> Predictions:
         import keras
 
-        def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def run(x: np.ndarray) -> dict[str, np.ndarray]:
             out = self.model(x, training=False)  # type: ignore[operator]
-            return np.asarray(keras.ops.convert_to_numpy(out[OUTPUT_AGE])), np.asarray(
-                keras.ops.convert_to_numpy(out[OUTPUT_GENDER])
-            )
+            return {k: np.asarray(keras.ops.convert_to_numpy(out[k])) for k in OUTPUT_NAMES if k in out}
 
         return predict_in_chunks(run, check_batch(images, self.input_size), self.chunk)

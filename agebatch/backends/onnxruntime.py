@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends.base import check_batch, predict_in_chunks
+from agebatch.backends.base import Predictions, check_batch, predict_in_chunks
 from agebatch.backends.probe import module_installed
 from agebatch.errors import AgebatchError
-from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER
+from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER, OUTPUT_NAMES
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -99,6 +99,7 @@ class OnnxRuntimeBackend:
         names = {o.name for o in self.session.get_outputs()}
         if {OUTPUT_AGE, OUTPUT_GENDER} - names or self.session.get_inputs()[0].name != INPUT_NAME:
             raise AgebatchError(f"{path} does not have agebatch's inputs/outputs ({INPUT_NAME} -> {OUTPUT_AGE}, {OUTPUT_GENDER})")
+        self.outputs = [k for k in OUTPUT_NAMES if k in names]  # the age read-outs only where the model has them
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._input: PinnedInput | None = None
 
@@ -106,11 +107,10 @@ class OnnxRuntimeBackend:
     def input_size(self) -> tuple[int, int]:
         return self.card.input_size
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        age, gender = self.session.run([OUTPUT_AGE, OUTPUT_GENDER], {INPUT_NAME: x})
-        return np.asarray(age), np.asarray(gender)
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, (np.asarray(a) for a in self.session.run(self.outputs, {INPUT_NAME: x})), strict=True))
 
-    def _run_bound(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run_bound(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Copy the chunk into the (pinned) host buffer, bind it and the outputs, run, and read the outputs back."""
         if self._input is None or len(self._input.array) < len(x):
             self._input = PinnedInput((max(len(x), self.chunk if self.chunk < 1 << 20 else len(x)), *x.shape[1:]))
@@ -118,13 +118,12 @@ class OnnxRuntimeBackend:
         buf[...] = x
         binding = self.session.io_binding()
         binding.bind_input(INPUT_NAME, "cpu", 0, np.uint8, list(buf.shape), buf.ctypes.data)
-        for name in (OUTPUT_AGE, OUTPUT_GENDER):
+        for name in self.outputs:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
-        age, gender = binding.copy_outputs_to_cpu()
-        return np.asarray(age), np.asarray(gender)
+        return dict(zip(self.outputs, (np.asarray(a) for a in binding.copy_outputs_to_cpu()), strict=True))
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images: np.ndarray) -> Predictions:
         # Large batches run as chunks: on a CPU, ORT's throughput falls past ~64 faces per call
         # (measured: Model A 2,362 img/s at 64 vs 2,129 at 256; Lite0 553 vs 397), as
         # the activations stop fitting in cache. Callers keep any batch size they like.

@@ -21,10 +21,10 @@ import numpy as np
 
 from agebatch.artifacts import read_sidecar
 from agebatch.atomic import write_bytes_atomic
-from agebatch.backends.base import check_batch
+from agebatch.backends.base import Predictions, check_batch
 from agebatch.backends.probe import gpu_available, module_installed
 from agebatch.errors import AgebatchError
-from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER
+from agebatch.models.card import INPUT_NAME, OUTPUT_NAMES
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -94,7 +94,7 @@ def build_engine_file(
 class _Slot:
     """One in-flight chunk: its execution context, stream and buffers."""
 
-    def __init__(self, engine: trt.ICudaEngine, max_batch: int, size: tuple[int, int]) -> None:
+    def __init__(self, engine: trt.ICudaEngine, max_batch: int, size: tuple[int, int], outputs: list[str]) -> None:
         import cupy  # pyright: ignore[reportMissingImports]
 
         self.context = engine.create_execution_context()
@@ -103,7 +103,7 @@ class _Slot:
         self.host_in = np.frombuffer(cupy.cuda.alloc_pinned_memory(n_in), np.uint8, n_in).reshape(max_batch, *size, 3)
         self.host_out = {
             k: np.frombuffer(cupy.cuda.alloc_pinned_memory(max_batch * 4), np.float32, max_batch).reshape(max_batch, 1)
-            for k in (OUTPUT_AGE, OUTPUT_GENDER)
+            for k in outputs  # every agebatch output is float32 (N, 1)
         }
         self.dev_in = cupy.empty((max_batch, *size, 3), cupy.uint8)
         self.dev_out = {k: cupy.empty((max_batch, 1), cupy.float32) for k in self.host_out}
@@ -124,10 +124,10 @@ class _Slot:
             buf[:n].get(stream=self.stream, out=self.host_out[k][:n])
         self.pending = n
 
-    def collect(self) -> tuple[np.ndarray, np.ndarray]:
+    def collect(self) -> Predictions:
         self.stream.synchronize()
         n, self.pending = self.pending, 0
-        return self.host_out[OUTPUT_AGE][:n, 0].copy(), self.host_out[OUTPUT_GENDER][:n, 0].copy()
+        return Predictions.from_outputs({k: v[:n, 0].copy() for k, v in self.host_out.items()}, n)
 
 
 class TensorRTBackend:
@@ -154,29 +154,26 @@ class TensorRTBackend:
             self.engine = runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
             raise AgebatchError(f"TensorRT could not load {path}; rebuild it with `agebatch build-engine`")
-        self._slots = [_Slot(self.engine, self.max_batch, self.input_size) for _ in range(slots)]
+        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        outputs = [k for k in OUTPUT_NAMES if k in names]  # the age read-outs only where the model has them
+        self._slots = [_Slot(self.engine, self.max_batch, self.input_size, outputs) for _ in range(slots)]
 
     @property
     def input_size(self) -> tuple[int, int]:
         return self.card.input_size
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, images: np.ndarray) -> Predictions:
         x = check_batch(images, self.input_size)
-        ages: list[np.ndarray] = []
-        genders: list[np.ndarray] = []
+        parts: list[Predictions] = []
         chunks = [x[i : i + self.max_batch] for i in range(0, len(x), self.max_batch)]
         # Round-robin over slots: launching chunk k+1 before collecting chunk k overlaps its copies with k's compute.
         for k, chunk in enumerate(chunks):
             slot = self._slots[k % len(self._slots)]
             if slot.pending:
-                a, g = slot.collect()
-                ages.append(a)
-                genders.append(g)
+                parts.append(slot.collect())
             slot.launch(chunk)
         for k in range(len(chunks)):
             slot = self._slots[(len(chunks) + k) % len(self._slots)]
             if slot.pending:
-                a, g = slot.collect()
-                ages.append(a)
-                genders.append(g)
-        return np.concatenate(ages or [np.empty(0, np.float32)]), np.concatenate(genders or [np.empty(0, np.float32)])
+                parts.append(slot.collect())
+        return Predictions.concat(parts)

@@ -27,6 +27,7 @@ COMMANDS = {
     "train": "agebatch.cli.train:train",
     "build-engine": "agebatch.cli.engine:build_engine",
     "infer": "agebatch.cli.infer:infer",
+    "calibrate": "agebatch.cli.calibrate:calibrate",
     "evaluate": "agebatch.cli.evaluate:evaluate",
     "compare": "agebatch.cli.evaluate:compare",
     "bench": "agebatch.cli.bench:bench",

@@ -31,7 +31,12 @@ def evaluate(
     model: str, data: str, out: str | None, split: str, split_seed: int, val: float, test_frac: float, backend: str,
     faces: str, tta: bool, overwrite: bool,
 ) -> None:  # fmt: skip
-    """Score MODEL on one split of labelled DATA: age MAE and gender accuracy, overall, per age band and per gender."""
+    """Score MODEL on one split of labelled DATA, overall, per age band and per gender.
+
+    Age MAE and gender accuracy; for a model with an age distribution also the share of
+    true ages inside [age_p10, age_p90] (target 80%) and Adience age-group accuracy,
+    exact and one-off (within one group).
+    """
     from rich.console import Console
 
     from agebatch.evaluate import default_output

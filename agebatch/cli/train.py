@@ -7,6 +7,8 @@ from typing import Any, Literal
 import click
 
 from agebatch.cli.options import CONTEXT_SETTINGS, batch_size_option, overwrite_option, resume_option, split_options
+from agebatch.models.heads import AGE_HEADS
+from agebatch.models.pretrained import BACKBONES
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -16,16 +18,17 @@ from agebatch.cli.options import CONTEXT_SETTINGS, batch_size_option, overwrite_
 @click.option("--name", default=None, help="Run folder and model name (default: modelA / modelB).")
 @click.option(
     "--backbone",
-    type=click.Choice(["efficientnet-lite0", "mobilenetv2-0.35"]),
+    type=click.Choice(list(BACKBONES)),
     default="efficientnet-lite0",
     show_default=True,
-    help="pretrained: backbone.",
+    help="pretrained: backbone. resnet50, xception and vgg16 are the coursework reports' (keras.applications); "
+    "their ImageNet weights are not shipped: pass --weights PATH or --weights none.",
 )
 @click.option(
     "--weights",
     default="imagenet",
     show_default=True,
-    help="pretrained: 'imagenet' (offline file), a weights file path, or 'none'.",
+    help="pretrained: 'imagenet' (the offline file in --weights-dir), a Keras no-top weights file, or 'none'.",
 )
 @click.option(
     "--weights-dir",
@@ -35,10 +38,11 @@ from agebatch.cli.options import CONTEXT_SETTINGS, batch_size_option, overwrite_
 @click.option("--image-size", default=128, show_default=True, type=click.IntRange(32, 1024), help="Square input size in pixels.")
 @click.option(
     "--age-head",
-    type=click.Choice(["bins", "regression"]),
+    type=click.Choice(list(AGE_HEADS)),
     default="bins",
     show_default=True,
-    help="Age output: expected value over 1-year bins, or linear.",
+    help="Age output: expected value over 1-year bins (softmax), linear regression, or CORAL's ordinal thresholds. "
+    "bins and coral give an age distribution, hence the age_std / age_p10 / age_p90 / age_group columns.",
 )
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
 @batch_size_option(64)
@@ -79,6 +83,24 @@ from agebatch.cli.options import CONTEXT_SETTINGS, batch_size_option, overwrite_
 )
 @click.option(
     "--width", type=click.Choice(["small", "default"]), default="default", show_default=True, help="custom: trunk size."
+)
+@click.option(
+    "--faces",
+    type=click.Choice(["detect", "crop"]),
+    default="detect",
+    show_default=True,
+    help="detect: train on the crops `infer --faces detect` cuts (cached by content hash); crop: each file resized whole.",
+)
+@click.option(
+    "--crop-cache",
+    default=None,
+    help="Folder of the aligned-crop cache (default: $AGEBATCH_CACHE or ~/.cache/agebatch; '' turns it off).",
+)
+@click.option(
+    "--init",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Start from this .keras model's weights (layers matched by name), e.g. to fine-tune a shipped model further.",
 )
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N labelled faces (quick trials).")
 @resume_option

@@ -26,7 +26,23 @@ CARD_VERSION = 1
 #: Output tensor names every agebatch model and export uses.
 OUTPUT_AGE = "age"
 OUTPUT_GENDER = "gender_prob"
+#: Every output an agebatch graph may have, in `Predictions` order: the first two always, the
+#: rest when the model has an age distribution (`agebatch.models.serving`).
+OUTPUT_NAMES = (OUTPUT_AGE, OUTPUT_GENDER, "age_std", "age_p10", "age_p90", "age_group")
 INPUT_NAME = "image"
+
+
+def model_outputs(distribution: bool) -> dict[str, str]:
+    """The card's ``outputs``: what each graph output means."""
+    out = {OUTPUT_AGE: "age in years, float32 (N, 1)", OUTPUT_GENDER: "P(female), float32 (N, 1)"}
+    if distribution:
+        out.update(
+            age_std="spread (std) of the calibrated age distribution, years, float32 (N, 1)",
+            age_p10="10th percentile of the calibrated age distribution, years, float32 (N, 1)",
+            age_p90="90th percentile of the calibrated age distribution, years, float32 (N, 1)",
+            age_group="most probable Adience age group, index into agebatch.ages.AGE_GROUPS, float32 (N, 1)",
+        )
+    return out
 
 
 @dataclass(slots=True)
@@ -37,15 +53,15 @@ class ModelCard:
     preprocessing: str  # human-readable; it runs inside the graph
     interpolation: str = "linear"
     fit: str = "stretch"
-    outputs: dict[str, str] = field(
-        default_factory=lambda: {OUTPUT_AGE: "age in years, float32 (N, 1)", OUTPUT_GENDER: "P(female), float32 (N, 1)"}
-    )
+    outputs: dict[str, str] = field(default_factory=lambda: model_outputs(False))
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     #: Where BlazeFace's keypoints sit in this model's training crops (`agebatch.faces.align.FaceTemplate`
     #: as a dict); None: the UTKFace template shipped with agebatch.
     face_template: dict[str, Any] | None = None
+    #: How the age interval was calibrated (`agebatch.calibrate.Calibration` as a dict); None without an age distribution.
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,6 +90,7 @@ class ModelCard:
                 metrics=dict(d.get("metrics", {})),
                 versions=dict(d.get("versions", {})),
                 face_template=dict(d["face_template"]) if d.get("face_template") else None,
+                calibration=dict(d["calibration"]) if d.get("calibration") else None,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise AgebatchError(f"{where} is malformed: {e}") from e

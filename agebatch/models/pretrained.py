@@ -3,8 +3,12 @@
 EfficientNet-Lite0 (default) is built here layer by layer, with the layer names of the
 offline weights described in ``shared/weights/PROVENANCE.txt`` (EfficientNet-B0 block
 table, no squeeze-excite, ReLU6, BN epsilon 1e-3, 'same' padding, no conv biases).
-MobileNetV2 alpha 0.35 comes from ``keras.applications``. Each backbone's input
-preprocessing is recorded once, in `BACKBONES`, and becomes the model's first layer.
+The others come from ``keras.applications``: MobileNetV2 alpha 0.35 (offline weights in
+``shared/weights``), and ResNet50, Xception and VGG16, the backbones of the coursework
+reports this project grew from; their ImageNet files are not downloadable on these
+machines, so they take ``--weights PATH`` (a Keras no-top weights file) or ``none``.
+Each backbone's input preprocessing is recorded once, in `BACKBONES`, and becomes the
+model's first layers, so every export carries it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,19 @@ from agebatch.models.heads import AgeHead, heads, preprocess
 
 @dataclass(frozen=True, slots=True)
 class BackboneSpec:
-    scale: float  # x * scale + offset on RGB 0..255
-    offset: float
+    scale: float  # x * scale + offset on RGB 0..255 (after the swap to BGR where `bgr`)
+    offset: float | tuple[float, float, float]
     preprocessing: str
     weights_file: str  # file name of the offline ImageNet no-top weights
     architecture: str
+    application: str | None = None  # keras.applications class; None: built here (Lite0)
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    bgr: bool = False  # "caffe" preprocessing: BGR channel order, ImageNet mean subtracted, no scaling
+    min_size: int = 32  # smallest input side the architecture accepts
+
+
+#: ImageNet BGR means of Keras' "caffe" preprocessing (ResNet50, VGG16), subtracted in the graph.
+CAFFE_OFFSET = (-103.939, -116.779, -123.68)
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -41,6 +53,35 @@ BACKBONES: dict[str, BackboneSpec] = {
         "RGB uint8 -> x / 127.5 - 1 (in graph)",
         "mobilenet_v2_0.35_224_no_top_imagenet_tfjs.h5",
         "mobilenetv2-0.35",
+        application="MobileNetV2",
+        kwargs=(("alpha", 0.35),),
+    ),
+    "resnet50": BackboneSpec(
+        1.0,
+        CAFFE_OFFSET,
+        "RGB uint8 -> BGR, minus the ImageNet mean (in graph)",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "resnet50",
+        application="ResNet50",
+        bgr=True,
+    ),
+    "xception": BackboneSpec(
+        1 / 127.5,
+        -1.0,
+        "RGB uint8 -> x / 127.5 - 1 (in graph)",
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "xception",
+        application="Xception",
+        min_size=71,
+    ),
+    "vgg16": BackboneSpec(
+        1.0,
+        CAFFE_OFFSET,
+        "RGB uint8 -> BGR, minus the ImageNet mean (in graph)",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "vgg16",
+        application="VGG16",
+        bgr=True,
     ),
 }
 
@@ -123,8 +164,8 @@ def resolve_weights(backbone: str, weights: str | None, weights_dir: str | None)
     path = os.path.join(folder, BACKBONES[backbone].weights_file)
     if not os.path.isfile(path):
         raise AgebatchError(
-            f"ImageNet weights for {backbone} not found at {path}; "
-            "pass --weights PATH, set AGEBATCH_WEIGHTS to their folder, or --weights none"
+            f"ImageNet weights for {backbone} not found at {path} (agebatch never downloads them); "
+            "pass --weights PATH (a Keras no-top weights file), set AGEBATCH_WEIGHTS to their folder, or --weights none"
         )
     return path
 
@@ -184,16 +225,22 @@ def build_pretrained(
     spec = BACKBONES.get(backbone)
     if spec is None:
         raise AgebatchError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if min(input_size) < spec.min_size:
+        raise AgebatchError(f"{backbone} needs an input of at least {spec.min_size} pixels (got {input_size})")
     weights_path = resolve_weights(backbone, weights, weights_dir)
-    if backbone == "mobilenetv2-0.35":
+    if spec.application is not None:
         if first_block:
             raise AgebatchError("feature caching (first_block) is implemented for efficientnet-lite0 only")
-        base = keras.applications.MobileNetV2(input_shape=(*input_size, 3), alpha=0.35, include_top=False, weights=weights_path)  # pyright: ignore[reportArgumentType]  # None is Keras' "no weights"
+        build = getattr(keras.applications, spec.application)
+        try:
+            base = build(input_shape=(*input_size, 3), include_top=False, weights=weights_path, **dict(spec.kwargs))
+        except ValueError as e:  # keras.applications reports a mismatched weights file this way
+            raise AgebatchError(f"cannot build {backbone} with weights {weights_path}: {str(e).splitlines()[0]}") from e
         inputs = keras.Input((*input_size, 3), dtype="uint8", name="image")
-        x = base(preprocess(inputs, spec.scale, spec.offset))
+        x = base(_preprocess(inputs, spec))
     elif first_block == 0:
         inputs = keras.Input((*input_size, 3), dtype="uint8", name="image")
-        x = efficientnet_lite0(preprocess(inputs, spec.scale, spec.offset))
+        x = efficientnet_lite0(_preprocess(inputs, spec))
     else:
         # Spatial size of the features entering `first_block`: halved once per stride-2 step before it.
         steps = 1 + sum(1 for b, blk in enumerate(lite0_blocks()) if b < first_block and blk[1] == 2)
@@ -205,6 +252,15 @@ def build_pretrained(
     if backbone == "efficientnet-lite0" and weights_path is not None:
         load_lite0_weights(model, weights_path)
     return model
+
+
+def _preprocess(inputs: Any, spec: BackboneSpec) -> Any:
+    """The backbone's input preprocessing as the model's first layers (uint8 RGB in)."""
+    from agebatch.models.layers import ReverseChannels
+
+    x = ReverseChannels(name="to_bgr")(inputs) if spec.bgr else inputs
+    offset = list(spec.offset) if isinstance(spec.offset, tuple) else spec.offset
+    return preprocess(x, spec.scale, offset)  # pyright: ignore[reportArgumentType]  # Rescaling broadcasts a per-channel offset
 
 
 def freeze_lite0_below(model: Any, first_block: int) -> None:
@@ -242,9 +298,12 @@ def split_lite0(
     return bottom, top
 
 
-def copy_weights(src: Any, dst: Any) -> None:
-    """Copy weights between models by layer name, for every layer both have."""
+def copy_weights(src: Any, dst: Any) -> int:
+    """Copy weights between models by layer name, for every layer both have; return how many layers."""
     src_layers = {layer.name: layer for layer in src.layers}
+    n = 0
     for layer in dst.layers:
         if layer.weights and layer.name in src_layers:
             layer.set_weights(src_layers[layer.name].get_weights())
+            n += 1
+    return n

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from agebatch.backends.base import Predictions
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import ResolvedModel
 from agebatch.decode import DecodeOptions
@@ -109,9 +111,9 @@ class _Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.array([e == "" for e in batch["error"]], bool)
-        age, prob = predict_ok(self.backend, np.asarray(batch["image"]), ok)
+        pred = predict_ok(self.backend, np.asarray(batch["image"]), ok)
         rest = {k: v for k, v in batch.items() if k != "image"}
-        return {**rest, "age": age, "gender_prob": prob}
+        return {**rest, **{f.name: getattr(pred, f.name) for f in fields(pred)}}
 
 
 class RayStream:
@@ -195,8 +197,8 @@ class RayStream:
             faces = None
             if "face" in out:
                 faces = FaceColumns(out["face"].astype(np.int16), out["box"].astype(np.float32), out["score"].astype(np.float32))
-            age, prob = np.asarray(out["age"], np.float32), np.asarray(out["gender_prob"], np.float32)
-            yield BatchResult(rows, errors, age, prob, faces, len(starts))
+            pred = Predictions.from_outputs(out, len(rows))
+            yield BatchResult(rows, errors, pred, faces, len(starts))
             expected += len(starts)
         if expected != len(listed):
             raise RuntimeError(f"Ray returned {expected} inputs of {len(listed)}")

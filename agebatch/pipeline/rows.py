@@ -13,23 +13,32 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from agebatch.ages import AGE_GROUPS
 from agebatch.metrics import ScopeMetrics, SummaryAccumulator
 from agebatch.pipeline.stream import BatchResult
 from agebatch.schemas import META_SCHEMA, META_STATS, SUMMARY
 from agebatch.writer import ParquetWriter
 
+GROUP_INDEX = {g: i for i, g in enumerate(AGE_GROUPS)}
+
 
 def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
     """One row per input; predictions are null where the row has an error."""
     bad = ~result.ok
-    prob = result.gender_prob
+    p = result.pred
+    prob = p.gender_prob
     cols: dict[str, Any] = {
         "path": pa.array([i.key for i in result.items], pa.string()),
-        "age": pa.array(result.age, pa.float32(), mask=bad),
+        "age": pa.array(p.age, pa.float32(), mask=bad),
         "gender_prob": pa.array(prob, pa.float32(), mask=bad),
         "gender": pa.array((prob >= 0.5).astype(np.int8), pa.int8(), mask=bad),
         "error": pa.array(result.errors, pa.string()),
     }
+    none = bad | ~np.isfinite(p.age_p10)
+    for name in ("age_std", "age_p10", "age_p90"):
+        cols[name] = pa.array(getattr(p, name), pa.float32(), mask=none)
+    group = np.where(none, 0, p.age_group).astype(np.int64)
+    cols["age_group"] = pa.array(np.asarray(AGE_GROUPS, object)[group], pa.string(), mask=none)
     if "face" in schema.names:
         f = result.faces
         assert f is not None, "a detect-mode schema needs face columns"
@@ -65,7 +74,16 @@ class RunTally:
             if "face" in table.column_names:
                 face = table.column("face").to_numpy(zero_copy_only=False)
                 table = table.filter(pa.array(np.nan_to_num(face.astype(np.float64), nan=0.0) == 0))
-            self.metrics.update(*(_floats(table, c) for c in ("age", "gender_prob", "age_true", "gender_true")))
+            groups = table.column("age_group").to_pylist()
+            self.metrics.update(
+                _floats(table, "age"),
+                _floats(table, "gender_prob"),
+                _floats(table, "age_true"),
+                _floats(table, "gender_true"),
+                _floats(table, "age_p10"),
+                _floats(table, "age_p90"),
+                np.array([np.nan if g is None else GROUP_INDEX[g] for g in groups], np.float64),
+            )
 
     def stats(self, resumed_inputs: int) -> dict[str, int]:
         return {
@@ -92,6 +110,9 @@ def write_summary(path: str, rows: list[ScopeMetrics], stats: dict[str, int], me
         "n": [r.n for r in rows] + [stats[k] for k in RUN_COUNTS],
         "age_mae": [r.age_mae for r in rows] + [None] * len(RUN_COUNTS),
         "gender_accuracy": [r.gender_accuracy for r in rows] + [None] * len(RUN_COUNTS),
+        "age_interval_coverage": [r.interval_coverage for r in rows] + [None] * len(RUN_COUNTS),
+        "age_group_exact": [r.group_exact for r in rows] + [None] * len(RUN_COUNTS),
+        "age_group_one_off": [r.group_one_off for r in rows] + [None] * len(RUN_COUNTS),
     }
     with ParquetWriter(
         path, SUMMARY, metadata={**meta, META_SCHEMA: "summary", META_STATS: json.dumps(stats)}, overwrite=True

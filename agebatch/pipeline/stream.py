@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agebatch.backends.base import Backend
+from agebatch.backends.base import Backend, Predictions
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import ResolvedModel
 from agebatch.batching import iter_batches, iter_images, ok_mask
@@ -36,8 +36,7 @@ class BatchResult:
 
     items: list[Item]  # one per row
     errors: list[str | None]
-    age: np.ndarray  # float32 (R,), years
-    gender_prob: np.ndarray  # float32 (R,), P(female)
+    pred: Predictions  # one per row
     faces: FaceColumns | None = None
     inputs: int = -1  # inputs covered; -1: one per row
 
@@ -69,13 +68,9 @@ def runtime_options(model: ResolvedModel, job: InferJob) -> dict[str, object]:
     return {**model.options, **({"device": job.device} if model.backend == "onnxruntime" else {})}
 
 
-def predict_ok(backend: Backend, images: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def predict_ok(backend: Backend, images: np.ndarray, ok: np.ndarray) -> Predictions:
     """Predict the decodable rows of a batch; failed rows get NaN."""
-    age = np.full(len(images), np.nan, np.float32)
-    prob = np.full(len(images), np.nan, np.float32)
-    if ok.any():
-        age[ok], prob[ok] = backend.predict(images[ok])
-    return age, prob
+    return backend.predict(images[ok]).scatter(ok) if ok.any() else Predictions.nan(len(images))
 
 
 class LocalStream:
@@ -100,7 +95,7 @@ class LocalStream:
             yield from self._detect(items)
             return
         for batch in iter_batches(items, batch_size=self.batch_size, options=self.options, workers=self.workers):
-            yield BatchResult(batch.items, batch.errors, *predict_ok(self.backend, batch.images, batch.ok))
+            yield BatchResult(batch.items, batch.errors, predict_ok(self.backend, batch.images, batch.ok))
 
     def _detect(self, items: Iterator[Item]) -> Iterator[BatchResult]:
         from agebatch.faces.detect import FaceFinder  # loads the detector models: only in detect mode
@@ -113,5 +108,5 @@ class LocalStream:
         per_batch = min(DETECT_BATCH_IMAGES, self.batch_size)
         for batch in iter_images(items, options=photos, batch_size=per_batch, workers=self.workers):
             rows = detect_rows(batch, finder, self.template, self.options, self.job.save_crops)
-            age, prob = predict_ok(self.backend, rows.crops, ok_mask(rows.errors))
-            yield BatchResult(rows.items, rows.errors, age, prob, rows.columns, rows.inputs)
+            pred = predict_ok(self.backend, rows.crops, ok_mask(rows.errors))
+            yield BatchResult(rows.items, rows.errors, pred, rows.columns, rows.inputs)

@@ -5,12 +5,14 @@ Stored whole in the model card (``training.config``), so a card says how to rebu
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from agebatch.errors import AgebatchError
+from agebatch.faces.options import FACE_MODES
 from agebatch.manifest import SplitSpec
-from agebatch.models.heads import AgeHead
+from agebatch.models.heads import AGE_HEADS, AgeHead
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,9 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     limit: int | None = None  # only the first N labelled faces (tests, quick trials)
+    faces: str = "detect"  # "detect": train on inference's detect + align crops; "crop": each file resized whole
+    crop_cache: str | None = None  # folder of the aligned-crop cache (None: $AGEBATCH_CACHE or ~/.cache/agebatch; "": off)
+    init: str | None = None  # start from this .keras model's weights (layers matched by name)
     # Model A size
     stem: int = 32
     widths: tuple[int, ...] = (64, 128, 256, 384)
@@ -47,15 +52,19 @@ class TrainConfig:
     train_from_block: int = 5
     feature_cache: bool = False  # train the upper blocks on cached lower-block features
     aug_copies: int = 4  # augmented copies per face in the feature cache
-    mirror_tta: bool = True  # ship the model averaged over each face and its mirror (models/tta.py)
+    mirror_tta: bool = True  # ship the model averaged over each face and its mirror (models/serving.py)
 
     def __post_init__(self) -> None:
         if self.kind not in ("custom", "pretrained"):
             raise AgebatchError(f"unknown model kind {self.kind!r}")
-        if self.age_head not in ("bins", "regression"):
+        if self.age_head not in AGE_HEADS:
             raise AgebatchError(f"unknown age head {self.age_head!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 8 or self.patience < 1:
             raise AgebatchError("epochs, batch size, patience and image size must be positive")
+        if self.faces not in FACE_MODES:
+            raise AgebatchError(f"--faces must be one of {', '.join(FACE_MODES)} (got {self.faces!r})")
+        if self.init is not None and not os.path.isfile(self.init):
+            raise AgebatchError(f"--init model not found: {self.init}")
         if self.resume and self.overwrite:
             raise AgebatchError("--resume continues a run folder and --overwrite deletes it: pass one of them")
         SplitSpec(self.val, self.test, self.split_seed)  # validates the fractions

@@ -14,28 +14,38 @@ import numpy as np
 
 from agebatch import __version__
 from agebatch.atomic import AtomicFile
+from agebatch.backends.base import Predictions
 from agebatch.faces.align import default_template
 from agebatch.jsonio import write_json_atomic
 from agebatch.metrics import summarize
-from agebatch.models.card import ModelCard, card_path, load_card
+from agebatch.models.card import ModelCard, card_path, load_card, model_outputs
 from agebatch.train.config import TrainConfig
 from agebatch.train.data import Split, TrainingData
 
 
-def _predict(model: Any, images: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    ages, genders = [], []
+def _predict(model: Any, images: np.ndarray, batch: int = 256) -> Predictions:
+    parts = []
     for i in range(0, len(images), batch):
         out = model.predict_on_batch(images[i : i + batch])
-        ages.append(np.asarray(out["age"]).reshape(-1))
-        genders.append(np.asarray(out["gender_prob"]).reshape(-1))
-    return np.concatenate(ages), np.concatenate(genders)
+        parts.append(Predictions.from_outputs({k: np.asarray(v) for k, v in out.items()}, len(images[i : i + batch])))
+    return Predictions.concat(parts)
 
 
-def _metrics(model: Any, split: Split) -> dict[str, Any]:
-    age, prob = _predict(model, split.images)
+def split_metrics(model: Any, split: Split) -> dict[str, Any]:
+    """The served model's metrics on one split, per scope (the card's ``metrics.val`` / ``metrics.test``)."""
+    p = _predict(model, split.images)
+    dist = p.has_distribution
     return {
-        r.scope: {"n": r.n, "age_mae": r.age_mae, "gender_accuracy": r.gender_accuracy}
-        for r in summarize(age, prob, split.age, split.gender)
+        r.scope: {k: v for k, v in asdict(r).items() if k != "scope" and (dist or k in ("n", "age_mae", "gender_accuracy"))}
+        for r in summarize(
+            p.age,
+            p.gender_prob,
+            split.age,
+            split.gender,
+            p.age_p10 if dist else None,
+            p.age_p90 if dist else None,
+            p.age_group if dist else None,
+        )
     }
 
 
@@ -50,7 +60,9 @@ def write_run(
     n_train: int,
     seconds: float,
     log: Any,
+    calibration: dict[str, Any] | None = None,
 ) -> str:
+    """Save the served `model` and everything about the run; `calibration` is `agebatch.calibrate.Calibration.to_dict()`."""
     import keras
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -62,7 +74,7 @@ def write_run(
     state["wall_seconds"] = round(state.get("wall_seconds", 0.0) + seconds, 1)
     write_json_atomic(os.path.join(run, "checkpoints", "state.json"), state)
     save_model(model, path)
-    metrics = {"val": _metrics(model, data.splits["val"]), "test": _metrics(model, data.splits["test"])}
+    metrics = {"val": split_metrics(model, data.splits["val"]), "test": split_metrics(model, data.splits["test"])}
     epoch_seconds = state.get("epoch_seconds", [])
     versions = {"agebatch": __version__, "keras": keras.__version__, "numpy": np.__version__}
     try:
@@ -95,6 +107,8 @@ def write_run(
         },
         metrics=metrics,
         versions=versions,
+        calibration=calibration,
+        outputs=model_outputs(calibration is not None),
     )
     card.save(card_path(path))
     hist = os.path.join(run, "history.csv")
@@ -102,7 +116,9 @@ def write_run(
         with AtomicFile(os.path.join(run, "history.parquet")) as out:
             pq.write_table(pacsv.read_csv(hist), out.tmp)
         plot_history(hist, os.path.join(run, "curves.png"), title=cfg.run_name)
-    log(f"test: age MAE {metrics['test']['all']['age_mae']:.3f}, gender accuracy {metrics['test']['all']['gender_accuracy']:.4f}")
+    test = metrics["test"]["all"]
+    cover = f", [p10, p90] coverage {test['interval_coverage']:.4f}" if test.get("interval_coverage") is not None else ""
+    log(f"test: age MAE {test['age_mae']:.3f}, gender accuracy {test['gender_accuracy']:.4f}{cover}")
     write_json_atomic(os.path.join(run, "metrics.json"), metrics)
     return run
 

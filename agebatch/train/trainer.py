@@ -28,7 +28,7 @@ from agebatch.decode import DecodeOptions
 from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, unfinished
 from agebatch.jsonio import read_json, write_json_atomic
 from agebatch.lock import OutputLock
-from agebatch.models.heads import AGE_BIN_CENTERS
+from agebatch.models.heads import AGE_BIN_CENTERS, HEAD_LOSS_LAYER
 from agebatch.models.pretrained import copy_weights, freeze_lite0_below, split_lite0
 from agebatch.train.augment import augment_batch
 from agebatch.train.config import TrainConfig
@@ -48,10 +48,17 @@ def _soft_bins(age: np.ndarray) -> np.ndarray:
     return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _levels(age: np.ndarray) -> np.ndarray:
+    """CORAL targets: 1 where age > k, for thresholds k = 0..99."""
+    return (np.clip(age, 0, AGE_BIN_CENTERS[-1])[:, None] > AGE_BIN_CENTERS[None, :-1]).astype(np.float32)
+
+
 def _targets(age: np.ndarray, gender: np.ndarray, age_head: str) -> dict[str, np.ndarray]:
     t = {"age": age.reshape(-1, 1), "gender_prob": gender.reshape(-1, 1)}
     if age_head == "bins":
         t["age_bins"] = _soft_bins(age)
+    elif age_head == "coral":
+        t["age_levels"] = _levels(age)
     return t
 
 
@@ -82,12 +89,13 @@ def _batches(x: np.ndarray, age: np.ndarray, gender: np.ndarray, cfg: TrainConfi
 
 
 def _training_model(model: Any, age_head: str) -> Any:
-    """The inference model plus the age-bin probabilities as an extra output for the loss."""
+    """The inference model plus the head's own loss output (bin probabilities, CORAL levels) for the loss."""
     import keras
 
     outputs = {"age": model.get_layer("age").output, "gender_prob": model.get_layer("gender_prob").output}
-    if age_head == "bins":
-        outputs["age_bins"] = model.get_layer("age_bins").output
+    extra = HEAD_LOSS_LAYER[age_head]
+    if extra is not None:
+        outputs[extra] = model.get_layer(extra).output
     return keras.Model(model.inputs, outputs, name=model.name + "_train")
 
 
@@ -99,6 +107,10 @@ def _compile(model: Any, cfg: TrainConfig) -> None:
     if cfg.age_head == "bins":
         losses["age_bins"] = keras.losses.CategoricalCrossentropy()
         weights["age_bins"] = cfg.age_weight
+    elif cfg.age_head == "coral":
+        # Keras averages the binary cross-entropy over the 100 thresholds; CORAL's loss is their sum.
+        losses["age_levels"] = keras.losses.BinaryCrossentropy()
+        weights["age_levels"] = cfg.age_weight * (len(AGE_BIN_CENTERS) - 1)
     model.compile(
         optimizer=keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay)
         if cfg.weight_decay > 0
@@ -193,13 +205,23 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
     keras.utils.set_random_seed(cfg.seed)
     size = (cfg.image_size, cfg.image_size)
     t_start = time.perf_counter()
-    data = load_training_data(cfg.data, split=cfg.split, options=DecodeOptions(size=size), limit=cfg.limit)
+    data = load_training_data(
+        cfg.data,
+        split=cfg.split,
+        options=DecodeOptions(size=size),
+        limit=cfg.limit,
+        faces=cfg.faces,
+        cache_dir=cfg.crop_cache,
+        log=log,
+    )
     log(f"data: {data.counts}")
     tr, va = data.splits["train"], data.splits["val"]
 
     lite0 = cfg.kind == "pretrained" and cfg.backbone == "efficientnet-lite0"
     cached = lite0 and cfg.feature_cache and cfg.train_from_block > 0
     model, arch, preprocessing = _build(cfg, size)
+    if cfg.init and not cfg.resume:
+        log(f"initialised {_init_from(cfg.init, model)} layers from {cfg.init}")
     if lite0 and not cached:
         freeze_lite0_below(model, cfg.train_from_block)
     bottom, top = (None, model)
@@ -264,11 +286,38 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
     train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
     if cached:
         copy_weights(fit_model, model)
-    if cfg.mirror_tta:
-        from agebatch.models.tta import with_mirror_tta
+    from agebatch.models.serving import has_distribution, serving_model
 
-        model = with_mirror_tta(model)
-    return write_run(run, cfg, model, arch, preprocessing, data, state, n_train, time.perf_counter() - t_start, log)
+    calibration = None
+    if has_distribution(model):
+        from agebatch.calibrate import calibrate
+
+        model, calibration = calibrate(model, va.images, va.age, mirror=cfg.mirror_tta)
+        log(
+            f"calibrated on {calibration.n:,} val faces: temperature {calibration.temperature:.3f}, "
+            f"[p10, p90] holds {calibration.val_coverage:.1%} of val ages ({calibration.val_coverage_uncalibrated:.1%} before)"
+        )
+    else:
+        model = serving_model(model, mirror=cfg.mirror_tta, temperature=None)
+    seconds = time.perf_counter() - t_start
+    return write_run(
+        run, cfg, model, arch, preprocessing, data, state, n_train, seconds, log, calibration and calibration.to_dict()
+    )
+
+
+def _init_from(path: str, model: Any) -> int:
+    """Copy the weights of the trained model inside `path` into `model`'s layers of the same name; return how many."""
+    from agebatch.backends.keras import load_keras_model
+    from agebatch.models.serving import trained_part
+
+    src = trained_part(load_keras_model(path))
+    try:
+        n = copy_weights(src, model)
+    except ValueError as e:
+        raise AgebatchError(f"--init {path} does not fit this model: {str(e).splitlines()[0]}") from e
+    if n == 0:
+        raise AgebatchError(f"--init {path} shares no layer names with this model")
+    return n
 
 
 def _build(cfg: TrainConfig, size: tuple[int, int]) -> tuple[Any, str, str]:

@@ -1,0 +1,33 @@
+"""`agebatch calibrate`: fit a model's 80% age interval on the validation split."""
+
+from __future__ import annotations
+
+import click
+
+from agebatch.cli.options import CONTEXT_SETTINGS, split_options
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=str))
+@click.option("--data", default="../shared/data/utkface", show_default=True, help="Labelled UTKFace-style folder or manifest.")
+@click.option(
+    "--crop-cache",
+    default=None,
+    help="Folder of the aligned-crop cache (default: $AGEBATCH_CACHE or ~/.cache/agebatch; '' turns it off).",
+)
+@split_options
+def calibrate(model: str, data: str, crop_cache: str | None, split_seed: int, val: float, test_frac: float) -> None:
+    """Fit MODEL's age-interval temperature on the validation split of DATA; rewrite MODEL and its card.
+
+    `train` already does this for every model with an age distribution; use it after a
+    change of validation split, or on a model from an older agebatch. Rebuild the
+    model's exports afterwards (`agebatch build-engine MODEL`).
+    """
+    from agebatch.calibrate import calibrate_file
+    from agebatch.manifest import SplitSpec
+
+    cal = calibrate_file(model, data, split=SplitSpec(val, test_frac, split_seed), cache_dir=crop_cache, log=click.echo)
+    click.echo(
+        f"{model}: temperature {cal.temperature:.3f}; [p10, p90] holds {cal.val_coverage:.1%} of {cal.n:,} val ages "
+        f"({cal.val_coverage_uncalibrated:.1%} before). Rebuild its exports: agebatch build-engine {model}"
+    )
