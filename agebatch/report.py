@@ -53,16 +53,22 @@ def counts_table(pairs: Iterable[tuple[str, Any]], title: str) -> Table:
 
 def parity_table(parity: Mapping[str, Mapping[str, float]], title: str) -> Table:
     table = Table(title=title)
-    for col in ("artifact", "faces", "max |age diff| (y)", "mean |age diff| (y)", "gender agreement"):
+    dist = any("max_interval_diff" in p for p in parity.values())
+    cols = ["artifact", "faces", "max |age diff| (y)", "mean |age diff| (y)", "gender agreement"]
+    cols += ["max |p10, p90, std diff| (y)", "age group agreement"] if dist else []
+    for col in cols:
         table.add_column(col, justify="right" if col != "artifact" else "left")
     for artifact, p in parity.items():
-        table.add_row(
+        cells = [
             os.path.basename(artifact),
             str(int(p["n"])),
             f"{p['max_age_diff']:.4f}",
             f"{p['mean_age_diff']:.4f}",
             f"{p['gender_agreement']:.2%}",
-        )
+        ]
+        if dist:
+            cells += [f"{p.get('max_interval_diff', float('nan')):.4f}", f"{p.get('age_group_agreement', float('nan')):.2%}"]
+        table.add_row(*cells)
     return table
 
 
