@@ -30,7 +30,7 @@ def summary_table(rows: list[ScopeMetrics], title: str = "summary") -> Table:
     distribution = any(r.interval_coverage is not None for r in rows)
     cols = ["scope", "n", "age MAE (years)", "gender accuracy"]
     if distribution:
-        cols += ["in [p10, p90] (target 80%)", "age group exact", "age group one-off"]
+        cols += ["in \\[p10, p90] (target 80%)", "age group exact", "age group one-off"]
     for col in cols:
         table.add_column(col, justify="left" if col == "scope" else "right")
     for r in rows:
@@ -89,7 +89,7 @@ def compare_table(names: Sequence[str], rows: Sequence[Sequence[ScopeMetrics]], 
 
 def models_table(entries: Sequence[ModelEntry], title: str = "models") -> Table:
     table = Table(title=title)
-    numbers = ("test age MAE", "test gender acc", "test in [p10, p90]")
+    numbers = ("test age MAE", "test gender acc", "test in \\[p10, p90]")
     for col in ("model", "file", "runs on", "precision", "input", "mirror TTA", *numbers, "here"):
         table.add_column(col, justify="right" if col in numbers else "left")
     for e in entries:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, split_options
+from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, split_options
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--data", default="../shared/data/utkface", show_default=True, help="Labelled UTKFace-style folder or manifest.")
-@click.option(
-    "--crop-cache",
-    default=None,
-    help="Folder of the aligned-crop cache (default: $AGEBATCH_CACHE or ~/.cache/agebatch; '' turns it off).",
-)
+@crop_cache_option
 @split_options
 def calibrate(model: str, data: str, crop_cache: str | None, split_seed: int, val: float, test_frac: float) -> None:
     """Fit MODEL's age-interval temperature on the validation split of DATA; rewrite MODEL and its card.

@@ -154,3 +154,11 @@ face_filter_options = stack(
 split_choice_option = click.option(
     "--split", type=click.Choice(["test", "val", "train", "all"]), default="test", show_default=True, help="Split to score."
 )
+
+
+#: `train` and `calibrate`: where training's detect + align crops are cached (`agebatch.train.crops`).
+crop_cache_option = click.option(
+    "--crop-cache",
+    default=None,
+    help="Folder of the aligned-crop cache (default: $AGEBATCH_CACHE or ~/.cache/agebatch; '' turns it off).",
+)

@@ -6,7 +6,14 @@ from typing import Any, Literal
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, batch_size_option, overwrite_option, resume_option, split_options
+from agebatch.cli.options import (
+    CONTEXT_SETTINGS,
+    batch_size_option,
+    crop_cache_option,
+    overwrite_option,
+    resume_option,
+    split_options,
+)
 from agebatch.models.heads import AGE_HEADS
 from agebatch.models.pretrained import BACKBONES
 
@@ -91,11 +98,7 @@ from agebatch.models.pretrained import BACKBONES
     show_default=True,
     help="detect: train on the crops `infer --faces detect` cuts (cached by content hash); crop: each file resized whole.",
 )
-@click.option(
-    "--crop-cache",
-    default=None,
-    help="Folder of the aligned-crop cache (default: $AGEBATCH_CACHE or ~/.cache/agebatch; '' turns it off).",
-)
+@crop_cache_option
 @click.option(
     "--init",
     default=None,
