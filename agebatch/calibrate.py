@@ -32,6 +32,13 @@ class Calibration:
     split: str = "val"
     method: str = "one temperature on the age logits, bisected to the target coverage"
 
+    def summary(self) -> str:
+        """One line for `train` and `calibrate` to print."""
+        return (
+            f"temperature {self.temperature:.3f}: [p10, p90] holds {self.val_coverage:.1%} of {self.n:,} val ages "
+            f"({self.val_coverage_uncalibrated:.1%} before)"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["interval"] = list(self.interval)

@@ -23,7 +23,4 @@ def calibrate(model: str, data: str, crop_cache: str | None, split_seed: int, va
     from agebatch.manifest import SplitSpec
 
     cal = calibrate_file(model, data, split=SplitSpec(val, test_frac, split_seed), cache_dir=crop_cache, log=click.echo)
-    click.echo(
-        f"{model}: temperature {cal.temperature:.3f}; [p10, p90] holds {cal.val_coverage:.1%} of {cal.n:,} val ages "
-        f"({cal.val_coverage_uncalibrated:.1%} before). Rebuild its exports: agebatch build-engine {model}"
-    )
+    click.echo(f"{model}: {cal.summary()}. Rebuild its exports: agebatch build-engine {model}")

@@ -53,23 +53,32 @@ def has_distribution(model: Any) -> bool:
     return any(layer.name == DISTRIBUTION for layer in trained_part(model).layers)
 
 
+def _mirror_averaged(trained: Any, outputs: dict[str, Any], mirror: bool) -> tuple[Any, dict[str, Any]]:
+    """A fresh ``image`` input fed to `trained`'s `outputs`, averaged over each face and its mirror when `mirror`.
+
+    Returns (the input, the named tensors); the averaging layers are named ``<output>_mirror_mean``
+    (``gender_mirror_mean`` for P(female)), so the FP16 export keeps the age ones in FP32.
+    """
+    inner = keras.Model(trained.inputs, outputs, name=trained.name)
+    inp = trained.inputs[0]
+    image = keras.Input(inp.shape[1:], dtype=inp.dtype, name="image")
+    out = inner(WithMirror(name="mirror")(image) if mirror else image)
+    if mirror:
+        out = {k: MeanOfHalves(name=f"{'gender' if k == OUTPUT_GENDER else k}_mirror_mean")(v) for k, v in out.items()}
+    return image, out
+
+
 def serving_model(trained: Any, *, mirror: bool = True, temperature: float | None = 1.0) -> Any:
     """Wrap `trained` (uint8 image -> {"age", "gender_prob"}, maybe an "age_bins" layer) for serving.
 
     ``temperature=None`` leaves the age read-outs out (the distribution, if any, is unused).
     """
     trained = trained_part(trained)
-    outs = {OUTPUT_AGE: trained.get_layer(OUTPUT_AGE).output, OUTPUT_GENDER: trained.get_layer(OUTPUT_GENDER).output}
+    names = [OUTPUT_AGE, OUTPUT_GENDER]
     with_stats = temperature is not None and has_distribution(trained)
     if with_stats:
-        outs[DISTRIBUTION] = trained.get_layer(DISTRIBUTION).output
-    inner = keras.Model(trained.inputs, outs, name=trained.name)
-    inp = trained.inputs[0]
-    image = keras.Input(inp.shape[1:], dtype=inp.dtype, name="image")
-    out = inner(WithMirror(name="mirror")(image) if mirror else image)
-    if mirror:
-        # Named age_mirror_mean / gender_mirror_mean / age_bins_mirror_mean: FP16 keeps the age ones in FP32.
-        out = {k: MeanOfHalves(name=f"{'gender' if k == OUTPUT_GENDER else k}_mirror_mean")(v) for k, v in out.items()}
+        names.append(DISTRIBUTION)
+    image, out = _mirror_averaged(trained, {k: trained.get_layer(k).output for k in names}, mirror)
     outputs = {OUTPUT_AGE: out[OUTPUT_AGE], OUTPUT_GENDER: out[OUTPUT_GENDER]}
     if with_stats:
         assert temperature is not None
@@ -78,25 +87,20 @@ def serving_model(trained: Any, *, mirror: bool = True, temperature: float | Non
     return keras.Model(image, outputs, name=trained.name)
 
 
-def distribution_model(model: Any, *, mirror: bool | None = None) -> Any:
+def distribution_model(model: Any, *, mirror: bool) -> Any:
     """uint8 image -> the (mirror-averaged) one-year age distribution, for calibration."""
     trained = trained_part(model)
-    mirror = is_mirrored(model) if mirror is None else mirror
-    inner = keras.Model(trained.inputs, trained.get_layer(DISTRIBUTION).output, name=trained.name)
-    inp = trained.inputs[0]
-    image = keras.Input(inp.shape[1:], dtype=inp.dtype, name="image")
-    if not mirror:
-        return keras.Model(image, inner(image))
-    return keras.Model(image, MeanOfHalves(name="age_bins_mirror_mean")(inner(WithMirror(name="mirror")(image))))
+    image, out = _mirror_averaged(trained, {DISTRIBUTION: trained.get_layer(DISTRIBUTION).output}, mirror)
+    return keras.Model(image, out[DISTRIBUTION])
 
 
 def with_mirror_tta(model: Any) -> Any:
-    """`model` averaged over each face and its mirror (its temperature kept)."""
-    return serving_model(model, mirror=True, temperature=temperature_of(model) or 1.0)
+    """`model` averaged over each face and its mirror (its age read-outs and temperature kept, if it has them)."""
+    return serving_model(model, mirror=True, temperature=temperature_of(model))
 
 
 def without_mirror_tta(model: Any) -> Any:
-    """The same served graph with one forward pass per face (its temperature kept)."""
+    """The same served graph with one forward pass per face (its age read-outs and temperature kept, if it has them)."""
     if not is_mirrored(model):
         return model
-    return serving_model(model, mirror=False, temperature=temperature_of(model) or 1.0)
+    return serving_model(model, mirror=False, temperature=temperature_of(model))

@@ -34,18 +34,11 @@ def _predict(model: Any, images: np.ndarray, batch: int = 256) -> Predictions:
 def split_metrics(model: Any, split: Split) -> dict[str, Any]:
     """The served model's metrics on one split, per scope (the card's ``metrics.val`` / ``metrics.test``)."""
     p = _predict(model, split.images)
-    dist = p.has_distribution
+    # A model without a distribution has NaN read-outs, which `summarize` scores as None; the card leaves them out.
+    keep = None if p.has_distribution else ("n", "age_mae", "gender_accuracy")
     return {
-        r.scope: {k: v for k, v in asdict(r).items() if k != "scope" and (dist or k in ("n", "age_mae", "gender_accuracy"))}
-        for r in summarize(
-            p.age,
-            p.gender_prob,
-            split.age,
-            split.gender,
-            p.age_p10 if dist else None,
-            p.age_p90 if dist else None,
-            p.age_group if dist else None,
-        )
+        r.scope: {k: v for k, v in asdict(r).items() if k != "scope" and (keep is None or k in keep)}
+        for r in summarize(p.age, p.gender_prob, split.age, split.gender, p.age_p10, p.age_p90, p.age_group)
     }
 
 

@@ -293,10 +293,7 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
         from agebatch.calibrate import calibrate
 
         model, calibration = calibrate(model, va.images, va.age, mirror=cfg.mirror_tta)
-        log(
-            f"calibrated on {calibration.n:,} val faces: temperature {calibration.temperature:.3f}, "
-            f"[p10, p90] holds {calibration.val_coverage:.1%} of val ages ({calibration.val_coverage_uncalibrated:.1%} before)"
-        )
+        log(f"calibrated: {calibration.summary()}")
     else:
         model = serving_model(model, mirror=cfg.mirror_tta, temperature=None)
     seconds = time.perf_counter() - t_start
