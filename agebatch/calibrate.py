@@ -47,21 +47,25 @@ class Calibration:
 
 def distributions(model: Any, images: np.ndarray, *, mirror: bool, batch: int = 128) -> np.ndarray:
     """(N, 101) age distributions of `images`, averaged over each face and its mirror when `mirror`."""
-    from agebatch.models.serving import distribution_model
+    from agebatch.models.serving import DISTRIBUTION, raw_outputs_model
 
-    dist = distribution_model(model, mirror=mirror)
-    parts = [np.asarray(dist.predict_on_batch(images[i : i + batch])) for i in range(0, len(images), batch)]
+    dist = raw_outputs_model(model, mirror=mirror)
+    parts = [np.asarray(dist.predict_on_batch(images[i : i + batch])[DISTRIBUTION]) for i in range(0, len(images), batch)]
     return np.concatenate(parts) if parts else np.zeros((0, 101), np.float32)
+
+
+def fit_calibration(p: np.ndarray, ages: np.ndarray) -> Calibration:
+    """The temperature that puts 80% of `ages` inside the [p10, p90] of the (N, 101) distributions `p`."""
+    t, cov = fit_temperature(p, ages)
+    raw = distribution_stats(p, 1.0)
+    return Calibration(round(t, 4), len(ages), cov, coverage(raw["age_p10"], raw["age_p90"], ages))
 
 
 def calibrate(model: Any, images: np.ndarray, ages: np.ndarray, *, mirror: bool) -> tuple[Any, Calibration]:
     """Fit the temperature on (`images`, `ages`) (the validation split) and return the served model built with it."""
     from agebatch.models.serving import serving_model
 
-    p = distributions(model, images, mirror=mirror)
-    t, cov = fit_temperature(p, ages)
-    raw = distribution_stats(p, 1.0)
-    cal = Calibration(round(t, 4), len(ages), cov, coverage(raw["age_p10"], raw["age_p90"], ages))
+    cal = fit_calibration(distributions(model, images, mirror=mirror), ages)
     return serving_model(model, mirror=mirror, temperature=cal.temperature), cal
 
 

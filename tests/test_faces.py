@@ -246,5 +246,5 @@ def test_template_estimate_and_shipped_cards_agree(samples_dir: Path) -> None:
     shipped = default_template()
     assert used >= 20
     assert np.abs(np.asarray(template.keypoints)[:4] - np.asarray(shipped.keypoints)[:4]).max() < 0.04
-    for name in ("modelA", "modelB"):
+    for name in ("modelA", "modelB", "modelAB"):
         assert load_card(os.path.join(models_dir(), f"{name}.keras")).face_template == shipped.to_dict()

@@ -19,9 +19,10 @@ from agebatch.models.shipped import DEFAULT_MODEL, models_dir
 MODELS = Path(models_dir())
 
 
-@pytest.mark.parametrize("name", ["modelA", "modelB"])
+@pytest.mark.parametrize("name", ["modelA", "modelB", "modelAB"])
 def test_shipped_model_files(name: str) -> None:
-    for suffix in (".keras", ".card.json", ".fp32.onnx", ".fp32.onnx.json", ".curves.png", ".history.csv"):
+    trained = (".curves.png", ".history.csv") if name != "modelAB" else ()  # an ensemble has no training curves
+    for suffix in (".keras", ".card.json", ".fp32.onnx", ".fp32.onnx.json", *trained):
         assert (MODELS / f"{name}{suffix}").is_file(), f"{name}{suffix} missing"
     card = load_card(MODELS / f"{name}.keras")
     assert card.input_size == (128, 128)
@@ -38,7 +39,20 @@ def test_default_model_runs_through_its_onnx_export() -> None:
     assert Path(model.artifact).name.startswith(DEFAULT_MODEL)
 
 
-@pytest.mark.parametrize("name", ["modelA", "modelB"])
+def test_shipped_ensemble_is_built_from_the_shipped_models() -> None:
+    """modelAB's card names the exact modelA / modelB files it averages: reshipping either means rebuilding it."""
+    from agebatch.artifacts import sha256_file
+
+    card = load_card(MODELS / "modelAB.keras")
+    members = card.training["ensemble"]["members"]
+    assert [m["file"] for m in members] == ["modelA.keras", "modelB.keras"]
+    for m in members:
+        assert m["sha256"] == sha256_file(MODELS / m["file"]), f"{m['file']} changed since modelAB was built"
+    assert abs(sum(m["weight"] for m in members) - 1) < 1e-9 and card.calibration is not None
+    assert card.face_template == load_card(MODELS / "modelB.keras").face_template
+
+
+@pytest.mark.parametrize("name", ["modelA", "modelB", "modelAB"])
 def test_onnx_export_matches_keras_on_real_faces(name: str, samples_dir: Path) -> None:
     pytest.importorskip("tensorflow", reason="the Keras reference needs the [train] extra")
     keras_backend = load_backend(MODELS / f"{name}.keras")
@@ -69,6 +83,7 @@ def test_a_wheel_carries_the_models_and_runs_from_any_folder(tmp_path: Path, sam
         for suffix in (".keras", ".card.json", ".fp32.onnx", ".fp32.onnx.json"):
             assert f"agebatch/shipped_models/{name}{suffix}" in names
     assert {"agebatch/faces/models/blazeface_short.onnx", "agebatch/faces/utkface_template.json"} <= names
+    assert not [n for n in names if "modelAB" in n], "the ensemble stays in the repository (pyproject exclude-package-data)"
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     elsewhere = tmp_path / "elsewhere"

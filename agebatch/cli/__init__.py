@@ -28,6 +28,7 @@ COMMANDS = {
     "build-engine": "agebatch.cli.engine:build_engine",
     "infer": "agebatch.cli.infer:infer",
     "calibrate": "agebatch.cli.calibrate:calibrate",
+    "ensemble": "agebatch.cli.ensemble:ensemble",
     "evaluate": "agebatch.cli.evaluate:evaluate",
     "compare": "agebatch.cli.evaluate:compare",
     "bench": "agebatch.cli.bench:bench",

@@ -52,6 +52,27 @@ class MeanOfHalves(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="agebatch")
+class WeightedSum(keras.layers.Layer):
+    """[x_1, ..., x_k] -> sum of w_i * x_i: an ensemble's average of its members' outputs (`models/serving.py`)."""
+
+    def __init__(self, member_weights: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.member_weights = [float(w) for w in member_weights]
+
+    def call(self, xs: list[Any]) -> Any:
+        out = xs[0] * self.member_weights[0]
+        for w, x in zip(self.member_weights[1:], xs[1:], strict=True):
+            out = out + x * w
+        return out
+
+    def compute_output_shape(self, input_shape: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+        return input_shape[0]
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "member_weights": self.member_weights}
+
+
+@keras.saving.register_keras_serializable(package="agebatch")
 class CoralLevels(keras.layers.Layer):
     """(N, 1) shared score -> (N, K) P(age > k) = sigmoid(score + b_k), one bias per threshold (CORAL)."""
 

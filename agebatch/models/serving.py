@@ -21,12 +21,13 @@ Layers are named ``age_*`` on the age side so the FP16 export keeps them in FP32
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 
 from agebatch.models.card import OUTPUT_AGE, OUTPUT_GENDER
-from agebatch.models.layers import AgeStats, MeanOfHalves, WithMirror
+from agebatch.models.layers import AgeStats, MeanOfHalves, WeightedSum, WithMirror
 
 #: The trained model's (N, 101) one-year age distribution (both distribution heads name it so).
 DISTRIBUTION = "age_bins"
@@ -87,11 +88,33 @@ def serving_model(trained: Any, *, mirror: bool = True, temperature: float | Non
     return keras.Model(image, outputs, name=trained.name)
 
 
-def distribution_model(model: Any, *, mirror: bool) -> Any:
-    """uint8 image -> the (mirror-averaged) one-year age distribution, for calibration."""
+def raw_outputs_model(model: Any, *, mirror: bool, names: tuple[str, ...] = (DISTRIBUTION,)) -> Any:
+    """uint8 image -> {name: the trained part's (mirror-averaged) output}, e.g. the one-year age
+    distribution before any temperature, for calibration and for weighing an ensemble."""
     trained = trained_part(model)
-    image, out = _mirror_averaged(trained, {DISTRIBUTION: trained.get_layer(DISTRIBUTION).output}, mirror)
-    return keras.Model(image, out[DISTRIBUTION])
+    image, out = _mirror_averaged(trained, {k: trained.get_layer(k).output for k in names}, mirror)
+    return keras.Model(image, out)
+
+
+def ensemble_of(members: Sequence[Any], weights: Sequence[float], *, name: str) -> Any:
+    """One trained-part model from several: image -> the `weights`-weighted mean of the members'
+    age, P(female) and one-year age distribution.
+
+    The mean of the distributions is the mixture's distribution and the mean of the ages its
+    expected value, so `serving_model` wraps an ensemble exactly as it wraps one model (mirror
+    TTA, `AgeStats` after a temperature fitted to the mixture). Every member must have an age
+    distribution and take the same input.
+    """
+    names = (OUTPUT_AGE, OUTPUT_GENDER, DISTRIBUTION)
+    inners = []
+    for i, member in enumerate(members):
+        t = trained_part(member)
+        inners.append(keras.Model(t.inputs, {k: t.get_layer(k).output for k in names}, name=f"member{i}_{t.name}"))
+    inp = inners[0].inputs[0]
+    image = keras.Input(inp.shape[1:], dtype=inp.dtype, name="image")
+    outs = [inner(image) for inner in inners]
+    mixed = {k: WeightedSum(list(weights), name=k)([o[k] for o in outs]) for k in names}
+    return keras.Model(image, mixed, name=name)
 
 
 def with_mirror_tta(model: Any) -> Any:
