@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agebatch.ages import INTERVAL, coverage, distribution_stats, fit_temperature
+from agebatch.ages import AGE_BIN_CENTERS, INTERVAL, coverage, distribution_stats, fit_temperature
 from agebatch.manifest import SplitSpec
 from agebatch.models.card import card_path
 
@@ -45,13 +45,26 @@ class Calibration:
         return d
 
 
-def distributions(model: Any, images: np.ndarray, *, mirror: bool, batch: int = 128) -> np.ndarray:
-    """(N, 101) age distributions of `images`, averaged over each face and its mirror when `mirror`."""
+def raw_outputs(
+    model: Any, images: np.ndarray, *, mirror: bool, names: tuple[str, ...] | None = None, batch: int = 128
+) -> dict[str, np.ndarray]:
+    """{name: (N, width)} of the trained part's (mirror-averaged) outputs on `images`, before any
+    temperature (`serving.raw_outputs_model`); `names` defaults to the age distribution alone."""
     from agebatch.models.serving import DISTRIBUTION, raw_outputs_model
 
-    dist = raw_outputs_model(model, mirror=mirror)
-    parts = [np.asarray(dist.predict_on_batch(images[i : i + batch])[DISTRIBUTION]) for i in range(0, len(images), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, 101), np.float32)
+    names = names or (DISTRIBUTION,)
+    graph = raw_outputs_model(model, mirror=mirror, names=names)
+    parts = [graph.predict_on_batch(images[i : i + batch]) for i in range(0, len(images), batch)]
+    if not parts:
+        return {k: np.zeros((0, len(AGE_BIN_CENTERS) if k == DISTRIBUTION else 1), np.float32) for k in names}
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]).reshape(len(images), -1) for k in names}
+
+
+def distributions(model: Any, images: np.ndarray, *, mirror: bool) -> np.ndarray:
+    """(N, 101) age distributions of `images`, averaged over each face and its mirror when `mirror`."""
+    from agebatch.models.serving import DISTRIBUTION
+
+    return raw_outputs(model, images, mirror=mirror)[DISTRIBUTION]
 
 
 def fit_calibration(p: np.ndarray, ages: np.ndarray) -> Calibration:

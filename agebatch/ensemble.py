@@ -56,17 +56,6 @@ def choose_weights(ages: Sequence[np.ndarray], truth: np.ndarray, step: float = 
     return tuple(round(float(w), 4) for w in grid[int(np.argmin(mae))])
 
 
-def _raw_outputs(model: Any, images: np.ndarray, *, mirror: bool, batch: int = 128) -> dict[str, np.ndarray]:
-    """A member's (mirror-averaged) age (N, 1) and untempered age distribution (N, 101) on `images`."""
-    from agebatch.models.card import OUTPUT_AGE
-    from agebatch.models.serving import DISTRIBUTION, raw_outputs_model
-
-    names = (OUTPUT_AGE, DISTRIBUTION)
-    graph = raw_outputs_model(model, mirror=mirror, names=names)
-    parts = [graph.predict_on_batch(images[i : i + batch]) for i in range(0, len(images), batch)]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]).reshape(len(images), -1) for k in names}
-
-
 def _check_compatible(paths: Sequence[str], cards: Sequence[Any]) -> None:
     """Members must be fed identically: one decode and one face crop serve them all."""
     first = cards[0]
@@ -100,7 +89,7 @@ def build_ensemble(
     from agebatch import __version__
     from agebatch.artifacts import sha256_file
     from agebatch.backends.keras import load_keras_model
-    from agebatch.calibrate import distributions, fit_calibration
+    from agebatch.calibrate import distributions, fit_calibration, raw_outputs
     from agebatch.faces.align import template_for
     from agebatch.lock import OutputLock
     from agebatch.models.card import OUTPUT_AGE, ModelCard, card_path, load_card, model_outputs
@@ -141,7 +130,7 @@ def build_ensemble(
             log=log,
         )
         va = data_.splits["val"]
-        raw = [_raw_outputs(member, va.images, mirror=mirror) for member in members]
+        raw = [raw_outputs(member, va.images, mirror=mirror, names=(OUTPUT_AGE, DISTRIBUTION)) for member in members]
         ages = [r[OUTPUT_AGE][:, 0] for r in raw]
         members_mae = tuple(round(float(np.abs(a - va.age).mean()), 4) for a in ages)
         chosen = tuple(float(w) for w in weights) if weights is not None else choose_weights(ages, va.age)

@@ -6,7 +6,14 @@ import os
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, IntList, batch_size_option, model_option, workers_option
+from agebatch.cli.options import (
+    CONTEXT_SETTINGS,
+    IntList,
+    batch_size_option,
+    faces_choice_option,
+    model_option,
+    workers_option,
+)
 from agebatch.errors import AgebatchError
 
 
@@ -75,12 +82,8 @@ def bench_engine(artifact: str, batch_sizes: list[int], seconds: float, keras_mo
 @model_option("A .keras model (default: the shipped model); infer uses its ONNX export when present.")
 @click.option("--limit", default=2000, show_default=True, type=click.IntRange(1), help="Faces for the head-to-head run.")
 @click.option("--no-full", is_flag=True, help="Skip the run over all of SOURCE (memory flatness).")
-@click.option(
-    "--faces",
-    type=click.Choice(["crop", "detect"]),
-    default="crop",
-    show_default=True,
-    help="crop: infer (crop mode) vs the seeds' loop; detect: detect vs crop mode, then detect on 12 MP photos.",
+@faces_choice_option(
+    "crop", "crop: infer (crop mode) vs the seeds' loop; detect: detect vs crop mode, then detect on 12 MP photos."
 )
 @click.option(
     "--photos", default=100, show_default=True, type=click.IntRange(1), help="With --faces detect: 12 MP photos to make."

@@ -106,12 +106,14 @@ split_options = stack(
 
 _face_defaults = FaceOptions()
 
-faces_option = click.option(
-    "--faces",
-    type=click.Choice(FACE_MODES),
-    default=DEFAULT_FACES,
-    show_default=True,
-    help="detect: find, align and predict every face (one row per face); crop: each input is one face crop.",
+
+def faces_choice_option(default: str, help: str) -> Decorator[Any]:
+    """``--faces detect|crop`` with a command's own default and help (the modes are `FACE_MODES`)."""
+    return click.option("--faces", type=click.Choice(FACE_MODES), default=default, show_default=True, help=help)
+
+
+faces_option = faces_choice_option(
+    DEFAULT_FACES, "detect: find, align and predict every face (one row per face); crop: each input is one face crop."
 )
 
 tta_option = click.option(

@@ -8,8 +8,10 @@ import click
 
 from agebatch.cli.options import (
     CONTEXT_SETTINGS,
+    DEFAULT_FACES,
     batch_size_option,
     crop_cache_option,
+    faces_choice_option,
     overwrite_option,
     resume_option,
     split_options,
@@ -91,12 +93,9 @@ from agebatch.models.pretrained import BACKBONES
 @click.option(
     "--width", type=click.Choice(["small", "default"]), default="default", show_default=True, help="custom: trunk size."
 )
-@click.option(
-    "--faces",
-    type=click.Choice(["detect", "crop"]),
-    default="detect",
-    show_default=True,
-    help="detect: train on the crops `infer --faces detect` cuts (cached by content hash); crop: each file resized whole.",
+@faces_choice_option(
+    DEFAULT_FACES,
+    "detect: train on the crops `infer --faces detect` cuts (cached by content hash); crop: each file resized whole.",
 )
 @crop_cache_option
 @click.option(
