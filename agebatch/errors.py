@@ -33,16 +33,34 @@ class Terminated(BaseException):
     """
 
 
+#: Set once SIGTERM has arrived under `raise_on_sigterm`, so `check_terminated` can raise it again.
+_terminated = False
+
+
 def raise_on_sigterm() -> None:
     """From now on, SIGTERM in the main thread raises `Terminated` (a no-op elsewhere)."""
     import signal
     import threading
 
     def handler(signum: int, frame: object) -> None:
+        global _terminated
+        _terminated = True
         raise Terminated()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+def check_terminated() -> None:
+    """Raise `Terminated` if SIGTERM arrived but its exception was lost.
+
+    A signal handler's exception is swallowed when it fires inside a finalizer (``__del__``,
+    e.g. pyarrow's ParquetWriter closing a shard) or a callback: Python prints "Exception
+    ignored" and carries on, and the run would finish with exit 0 as if never stopped.
+    Long loops call this at each safe point (a batch boundary, before the output is made final).
+    """
+    if _terminated:
+        raise Terminated()
 
 
 # One wording for "something is already there" across infer, manifest, train and build-engine.

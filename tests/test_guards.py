@@ -95,6 +95,28 @@ def test_sigterm_stops_like_ctrl_c_and_resume_finishes(tmp_path: Path, samples_d
     assert b["path"] == a["path"] and np.allclose(b["age"], a["age"], atol=1e-4)
 
 
+def test_a_sigterm_lost_in_a_finalizer_is_raised_again_at_the_next_check() -> None:
+    """The race CI once hit: SIGTERM landing in pyarrow's ParquetWriter.__del__, its exception swallowed, exit 0."""
+    code = (
+        "import os, signal\n"
+        "from agebatch.errors import Terminated, check_terminated, raise_on_sigterm\n"
+        "raise_on_sigterm()\n"
+        "class Closer:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        sum(range(1000))  # the handler runs here, inside __del__\n"
+        "Closer()\n"
+        "print('carried on')\n"
+        "try:\n"
+        "    check_terminated()\n"
+        "except Terminated:\n"
+        "    print('raised again')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Exception ignored" in proc.stderr and "Terminated" in proc.stderr, "Python swallowed it, as in the race"
+    assert proc.stdout.split() == ["carried", "on", "raised", "again"]
+
+
 def test_disk_full_leaves_no_temporary_file_and_says_how_to_resume(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
     src = many_faces(tmp_path / "faces", samples_dir, 20)
     out_dir = tmp_path / "out"

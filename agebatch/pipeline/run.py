@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from agebatch.backends.resolve import ResolvedModel, resolve
-from agebatch.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated
+from agebatch.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, check_terminated
 from agebatch.faces.align import template_for
 from agebatch.lock import OutputLock
 from agebatch.metrics import ScopeMetrics
@@ -165,7 +165,9 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
             streamed += result.inputs
             if progress is not None:
                 progress.advance(result.inputs, errors=int((~result.ok).sum()))
+            check_terminated()
         store.flush()
+        check_terminated()  # nothing is made final after a SIGTERM, even one whose exception a finalizer swallowed
     except KeyboardInterrupt:
         raise AgebatchError(_stopped("interrupted", store), EXIT_INTERRUPTED) from None
     except Terminated:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agebatch.decode import DecodeOptions
-from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, unfinished
+from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, check_terminated, unfinished
 from agebatch.jsonio import read_json, write_json_atomic
 from agebatch.lock import OutputLock
 from agebatch.models.heads import AGE_BIN_CENTERS, HEAD_LOSS_LAYER
@@ -163,6 +163,7 @@ def _run_state_callback(run: str, cfg: TrainConfig, state: dict[str, Any]) -> An
             write_json_atomic(os.path.join(ckpt, "state.json"), state)
             if state["wait"] >= cfg.patience:
                 self.fitted().stop_training = True
+            check_terminated()  # the epoch is saved; a SIGTERM whose exception was swallowed stops here
 
     return RunState()
 
