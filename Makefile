@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/agebatch bench engine models/modelB.fp32.onnx --compare-keras models/modelB.keras
 	$(BIN)/agebatch bench infer $(POOL)
 	$(BIN)/agebatch bench infer $(POOL) --faces detect
+	$(BIN)/agebatch bench train $(POOL)
 
 # Copy finished training runs into models/ as modelA / modelB, with their FP32 ONNX exports (what `infer`
 # uses on a CPU). A_RUN / B_RUN name the run folders under runs/ (the card keeps the run's own name).

@@ -14,7 +14,7 @@ from typing import Any
 
 from agebatch import __version__
 from agebatch.errors import AgebatchError
-from agebatch.jsonio import read_json, write_json_atomic
+from agebatch.io.jsonio import read_json, write_json_atomic
 from agebatch.models.card import ModelCard
 
 SIDECAR_FORMAT = "agebatch.artifact"

@@ -33,6 +33,34 @@ class Terminated(BaseException):
     """
 
 
+class RunStopped(BaseException):
+    """Ctrl-C or SIGTERM stopped a run; the message says what was kept and how to continue.
+
+    A BaseException, never an `Exception`: a library caller's ``except Exception:`` retry
+    loop must not swallow a Ctrl-C. The subclasses below are also `KeyboardInterrupt` /
+    `Terminated`, so code that catches those keeps working; the CLI alone maps them to 130 / 143.
+    """
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RunInterrupted(RunStopped, KeyboardInterrupt):
+    exit_code = EXIT_INTERRUPTED
+
+
+class RunTerminated(RunStopped, Terminated):
+    exit_code = EXIT_TERMINATED
+
+
+def run_stopped(cause: BaseException, message: str) -> RunStopped:
+    """The RunStopped for `cause` (KeyboardInterrupt or Terminated), carrying `message`."""
+    return RunTerminated(message) if isinstance(cause, Terminated) else RunInterrupted(message)
+
+
 #: Set once SIGTERM has arrived under `raise_on_sigterm`, so `check_terminated` can raise it again.
 _terminated = False
 

@@ -46,12 +46,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> P
     pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, tf2onnx) to build and export models")
     import keras
 
-    from agebatch.batching import iter_batches
-    from agebatch.decode import DecodeOptions
+    from agebatch.io.batching import iter_batches
+    from agebatch.io.decode import DecodeOptions
+    from agebatch.io.sources import iter_items
     from agebatch.models.card import ModelCard, card_path, model_outputs
     from agebatch.models.custom import ARCHITECTURE, PREPROCESSING, build_custom
     from agebatch.models.serving import serving_model
-    from agebatch.sources import iter_items
 
     keras.utils.set_random_seed(0)
     model = build_custom(input_size=SIZE, stem=8, widths=(16, 32), depths=(1, 1), hidden=16)
@@ -73,7 +73,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, samples_dir: Path) -> P
 
 @pytest.fixture(scope="session")
 def built(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
-    from agebatch.engine import build_engine
+    from agebatch.commands.engine import build_engine
 
     out = tmp_path_factory.mktemp("engines")
     return out, build_engine(str(tiny_model), target="onnx", precision="fp16", out_dir=str(out))

@@ -71,3 +71,27 @@ def make_fault_folder(dst: Path, samples: Path) -> dict[str, str | None]:
     os.chmod(dst / "unreadable.jpg", 0)
     expect["unreadable.jpg"] = None if IS_ROOT else "permission denied"
     return expect
+
+
+def make_bombs(dst: Path) -> dict[str, str]:
+    """Real files whose decode would take gigabytes: small on disk, huge in pixels. {name: expected error substring}.
+
+    Run with ``AGEBATCH_DECODE_BUDGET_MIB=256``: the first three declare more than the 64 MP limit in
+    their headers; the progressive JPEG (1/8-scale decode, but libjpeg buffers every coefficient of
+    the full image: ~288 MB) and the 16-bit RGBA PNG (~290 MB decoded and converted) exceed the budget.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    expect: dict[str, str] = {}
+
+    def save(name: str, image: Image.Image, fmt: str, expected: str, **kw: object) -> None:
+        image.save(dst / name, fmt, **kw)
+        expect[name] = expected
+
+    save("bomb.gif", Image.new("L", (9000, 9000), 128), "GIF", "image too large")
+    save("bomb.webp", Image.new("RGB", (9000, 9000), (120, 80, 60)), "WEBP", "image too large", lossless=True, method=0)
+    save("bomb.tif", Image.new("RGB", (9000, 9000), (120, 80, 60)), "TIFF", "image too large", compression="tiff_deflate")
+    save("bomb-progressive.jpg", Image.new("L", (12000, 12000), 128), "JPEG", "too large to decode", progressive=True)
+    deep = np.full((4500, 4500, 4), 30000, np.uint16)
+    (dst / "bomb16-rgba.png").write_bytes(cv2.imencode(".png", deep)[1].tobytes())
+    expect["bomb16-rgba.png"] = "too large to decode"
+    return expect

@@ -121,6 +121,32 @@ def test_agebatch_has_no_import_cycles() -> None:
     assert found == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+def folder_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph seen a folder at a time: ``agebatch.train.trainer`` is ``agebatch.train``; a root module is itself.
+
+    A cycle here (train -> a root module -> train) is a layering mistake even when no two
+    modules import each other.
+    """
+
+    def unit(module: str) -> str:
+        parts = module.split(".")
+        return ".".join(parts[:2]) if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() else module
+
+    folders: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        if module == "agebatch":
+            continue
+        folders.setdefault(unit(module), set()).update(unit(t) for t in targets if t != "agebatch")
+    return {k: v - {k} for k, v in folders.items()}
+
+
+def test_folders_have_no_import_cycles() -> None:
+    graph = folder_graph(import_graph())
+    assert "agebatch.train" in graph and "agebatch.models" in graph["agebatch.train"]
+    found = cycles(graph)
+    assert found == [], "folder-level import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
 def test_every_command_loads_and_help_imports_no_framework() -> None:
     """`agebatch --help` lists every lazily loaded command and imports no ML runtime or OpenCV."""
     code = (

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agebatch.batching import iter_batches
-from agebatch.decode import DecodeOptions
-from agebatch.sources import Item, iter_items
+from agebatch.io.batching import iter_batches
+from agebatch.io.decode import DecodeOptions
+from agebatch.io.sources import Item, iter_items
 
 
 def _items(samples_dir: Path, repeat: int = 1) -> list[Item]:

@@ -96,3 +96,25 @@ def test_models_lists_shipped_models_and_this_machine(tmp_path: Path) -> None:
     assert mine.exit_code == 0 and "mine.onnx" in mine.output and "unreadable" in mine.output
     missing = CliRunner().invoke(main, ["models", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "not a folder" in missing.output
+
+
+def test_train_cli_defaults_are_train_config_defaults() -> None:
+    """Every `agebatch train` option that names a TrainConfig field defaults to that field's default (no drift)."""
+    import dataclasses
+
+    import click
+
+    from agebatch.cli.options import field_default
+    from agebatch.cli.train import train
+    from agebatch.train.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    checked = 0
+    for param in train.params:
+        name = {"test_frac": "test"}.get(param.name or "", param.name)
+        if name in fields and name not in ("kind",):
+            want = field_default(TrainConfig, name)
+            got = param.get_default(click.Context(train))  # --data: read from the env var; flags: their off value
+            assert got == (list(want) if isinstance(want, tuple) else want), name
+            checked += 1
+    assert checked >= 20, checked

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agebatch.atomic import AtomicFile, write_bytes_atomic
 from agebatch.backends.probe import module_installed
 from agebatch.backends.registry import BACKEND_CHOICES, check_backend, kind_of
 from agebatch.errors import AgebatchError
 from agebatch.faces.options import FaceOptions
+from agebatch.io.atomic import AtomicFile, write_bytes_atomic
 from agebatch.pipeline.job import InferJob, RayOptions
 
 
@@ -45,7 +45,7 @@ def test_atomic_file_survives_kill_9_mid_write(tmp_path: Path) -> None:
     target.write_text("{}")
     code = (
         "import os, signal\n"
-        "from agebatch.atomic import AtomicFile\n"
+        "from agebatch.io.atomic import AtomicFile\n"
         f"with AtomicFile({str(target)!r}) as f:\n"
         "    open(f.tmp, 'w').write('{\"half\": ')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agebatch.decode import DecodeError, DecodeOptions, decode_bytes, decode_into, jpeg_header, load_image
-from agebatch.sources import Item
+from agebatch.io.decode import DecodeError, DecodeOptions, decode_bytes, decode_into, jpeg_header, load_image
+from agebatch.io.sources import Item
 
 OPTS = DecodeOptions()
 
@@ -112,7 +112,7 @@ def test_fit_modes_on_a_wide_image(fit: str) -> None:
     data = cv2.imencode(".png", img)[1].tobytes()
     opts = DecodeOptions(size=(64, 64), fit=fit)  # type: ignore[arg-type]
     out = np.empty((64, 64, 3), np.uint8)
-    from agebatch.decode import fit_resize
+    from agebatch.io.decode import fit_resize
 
     fit_resize(decode_bytes(data, opts), opts, out)
     if fit == "stretch":
@@ -125,7 +125,9 @@ def test_fit_modes_on_a_wide_image(fit: str) -> None:
 
 
 def test_options_validate() -> None:
-    with pytest.raises(ValueError):
+    from agebatch.errors import AgebatchError  # a user's bad option: one line and exit 2, never a traceback
+
+    with pytest.raises(AgebatchError):
         DecodeOptions(interpolation="bogus")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(AgebatchError):
         DecodeOptions(fit="zoom")  # type: ignore[arg-type]

@@ -23,7 +23,7 @@ pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, t
 from agebatch.artifacts import read_sidecar
 from agebatch.backends.registry import load_backend
 from agebatch.cli import main
-from agebatch.engine import build_engine, calibration_faces
+from agebatch.commands.engine import build_engine, calibration_faces
 from agebatch.errors import AgebatchError
 
 
@@ -120,7 +120,7 @@ def test_corrupt_keras_model_is_a_clear_error(tmp_path: Path, tiny_model: Path) 
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
     shutil.copy(str(tiny_model).replace(".keras", ".card.json"), tmp_path / "bad.card.json")
-    with pytest.raises(AgebatchError, match="cannot load Keras model"):
+    with pytest.raises(AgebatchError, match="is not a Keras model"):
         load_backend(bad)
 
 
@@ -161,7 +161,7 @@ def test_cpu_inference_does_not_import_tensorflow(built, samples_dir: Path) -> N
     code = (
         "import sys\n"
         "from agebatch.backends.registry import load_backend\n"
-        "from agebatch.engine import calibration_faces\n"
+        "from agebatch.commands.engine import calibration_faces\n"
         f"b = load_backend({str(out / 'tiny.fp16.onnx')!r})\n"
         f"p = b.predict(calibration_faces({str(samples_dir)!r}, b.card))\n"
         "assert len(p.age) == 39\n"

@@ -13,9 +13,9 @@ pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, t
 
 from runs import run_cli
 
-from agebatch.ensemble import build_ensemble, choose_weights, weight_grid
+from agebatch.commands.ensemble import build_ensemble, choose_weights, weight_grid
 from agebatch.errors import AgebatchError
-from agebatch.manifest import SplitSpec
+from agebatch.io.splits import SplitSpec
 from agebatch.train.config import TrainConfig
 
 
@@ -58,11 +58,11 @@ def test_the_ensemble_is_its_members_weighted_mixture(members: list[str], sample
     from agebatch.ages import distribution_stats
     from agebatch.backends.keras import load_keras_model
     from agebatch.backends.registry import load_backend
-    from agebatch.batching import iter_batches
-    from agebatch.calibrate import distributions
-    from agebatch.engine import build_engine
+    from agebatch.commands.engine import build_engine
+    from agebatch.io.batching import iter_batches
+    from agebatch.io.sources import iter_items
+    from agebatch.models.calibration import distributions
     from agebatch.models.card import load_card
-    from agebatch.sources import iter_items
 
     out = str(tmp_path / "ens.keras")
     # The members' own split: weights and temperature are fitted on faces neither member trained on.

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from agebatch.cli import main
+from agebatch.commands.evaluate import evaluate
 from agebatch.errors import AgebatchError
-from agebatch.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

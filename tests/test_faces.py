@@ -15,11 +15,12 @@ import pytest
 from photos import DATA, compose, save_jpeg
 from runs import start, wait_for_shards
 
-from agebatch.decode import DecodeOptions, load_work_image
 from agebatch.faces.align import already_aligned, default_template, similarity
 from agebatch.faces.blazeface import DETECTORS, decode, ssd_anchors, weighted_nms
+from agebatch.faces.cut import ONLY_SMALL_FACES
 from agebatch.faces.detect import FaceFinder
 from agebatch.faces.options import FaceOptions
+from agebatch.io.decode import DecodeOptions, load_work_image
 from agebatch.pipeline.job import InferJob
 from agebatch.pipeline.run import run_infer
 from agebatch.pipeline.shards import parts_dir
@@ -167,7 +168,7 @@ def test_detect_rows_per_face_in_source_pixels_with_crops(
         InferJob(str(src), str(tmp_path / "few.parquet"), model=onnx_model, face_options=FaceOptions(max_faces=2, min_face=200))
     )
     kept = pq.read_table(tmp_path / "few.parquet").to_pylist()
-    assert few.rows == 5 and [r["face"] for r in kept[1:3]] == [0, 1] and kept[3]["error"] == "no face found", (
+    assert few.rows == 5 and [r["face"] for r in kept[1:3]] == [0, 1] and kept[3]["error"] == ONLY_SMALL_FACES, (
         "two largest group faces; the astronaut's 100-px face and the 200-px crop's face are below --min-face 200"
     )
 

@@ -17,7 +17,7 @@ import pytest
 from runs import infer_args, many_faces, run_cli, start, wait_for_shards
 
 from agebatch.errors import AgebatchError
-from agebatch.lock import OutputLock
+from agebatch.io.lock import OutputLock
 from agebatch.pipeline.job import InferJob
 from agebatch.pipeline.run import run_infer
 from agebatch.pipeline.shards import parts_dir
@@ -131,7 +131,7 @@ def test_disk_full_leaves_no_temporary_file_and_says_how_to_resume(tmp_path: Pat
     proc = subprocess.run([sys.executable, "-m", "agebatch", *args], capture_output=True, text=True, preexec_fn=limit)
     assert proc.returncode == 1, proc.stderr
     assert ("limit reached" in proc.stderr or "disk full" in proc.stderr) and "Traceback" not in proc.stderr
-    assert "--resume" in proc.stderr and "rows stay saved" in proc.stderr
+    assert "--resume" in proc.stderr and "inputs stay saved" in proc.stderr
     parts = Path(parts_dir(str(out)))
     leftovers = [p.name for folder in (out_dir, parts) for p in folder.iterdir() if ".tmp-" in p.name or p.suffix == ".lock"]
     assert leftovers == [] and not out.exists()

@@ -93,14 +93,14 @@ def test_missing_or_wrong_weights_are_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_training_crops_are_inference_crops_and_are_cached(samples_dir: Path, tmp_path: Path) -> None:
-    from agebatch.batching import iter_images
-    from agebatch.decode import DecodeOptions
     from agebatch.faces.align import default_template
+    from agebatch.faces.cut import detect_rows
     from agebatch.faces.detect import FaceFinder
     from agebatch.faces.options import FaceOptions
-    from agebatch.manifest import SplitSpec
-    from agebatch.pipeline.detect import detect_rows
-    from agebatch.sources import iter_items
+    from agebatch.io.batching import iter_images
+    from agebatch.io.decode import DecodeOptions
+    from agebatch.io.sources import iter_items
+    from agebatch.io.splits import SplitSpec
     from agebatch.train.data import load_training_data
 
     size = DecodeOptions(size=(64, 64))

@@ -17,11 +17,11 @@ import pytest
 from runs import infer_args, many_faces, run_cli, start, wait_for_shards
 
 from agebatch.errors import AgebatchError
+from agebatch.io.sources import iter_items
+from agebatch.io.writer import read_metadata
 from agebatch.pipeline.job import InferJob
 from agebatch.pipeline.run import run_infer
 from agebatch.pipeline.shards import parts_dir
-from agebatch.sources import iter_items
-from agebatch.writer import read_metadata
 
 
 def test_every_input_gets_one_row_in_order(tmp_path: Path, fault_folder, onnx_model: str) -> None:
@@ -108,7 +108,7 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
     r = run_infer(InferJob(str(tmp_path / "m.parquet"), str(tmp_path / "a.parquet"), model=onnx_model, limit=3, faces="crop"))
     assert r.inputs == 3 and pq.read_table(tmp_path / "a.parquet").column("path").to_pylist() == [str(f) for f in faces[:3]]
     r = run_infer(InferJob(str(unlabelled), str(tmp_path / "b.parquet"), model=onnx_model, faces="crop"))
-    base = ["path", "age", "gender_prob", "gender", "error", "age_std", "age_p10", "age_p90", "age_group"]
+    base = ["path", "age", "gender_prob", "gender", "error", "age_std", "age_p10", "age_p90", "age_group", "path_bytes"]
     assert pq.read_table(tmp_path / "b.parquet").column_names == base
     assert r.summary_path is None and not (tmp_path / "b.summary.parquet").exists()
 

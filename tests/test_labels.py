@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from agebatch.labels import FaceLabels, parse_utkface_name
+from agebatch.io.labels import FaceLabels, parse_utkface_name
 
 ODD_NAMES = {
     "24_0_1_20170116220224657 .jpg.chip.jpg": FaceLabels(24, 0, 1),

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from agebatch.errors import AgebatchError
-from agebatch.manifest import SplitSpec, build_manifest, hash_file
-from agebatch.schemas import MANIFEST, META_STATS
-from agebatch.sources import iter_items
-from agebatch.writer import read_metadata
+from agebatch.io.manifest import build_manifest, hash_file
+from agebatch.io.schemas import MANIFEST, META_STATS
+from agebatch.io.sources import iter_items
+from agebatch.io.splits import SplitSpec
+from agebatch.io.writer import read_metadata
 
 GENDER_CONFLICT = {"15_1_4_20170103234910356.jpg.chip.jpg", "23_0_1_20170117194105675.jpg.chip.jpg"}
 AGREEING_PAIR = {"14_0_0_20170110231657425.jpg.chip.jpg", "14_0_0_20170110232651186.jpg.chip.jpg"}

@@ -12,7 +12,7 @@ import pytest
 from agebatch.artifacts import read_sidecar
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import resolve
-from agebatch.engine import calibration_faces
+from agebatch.commands.engine import calibration_faces
 from agebatch.models.card import load_card
 from agebatch.models.shipped import DEFAULT_MODEL, models_dir
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agebatch.errors import AgebatchError
-from agebatch.sources import count_items, iter_folder, iter_items, iter_manifest
+from agebatch.io.sources import count_items, iter_folder, iter_items, iter_manifest
 
 
 def _touch(root: Path, *names: str) -> None:

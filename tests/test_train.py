@@ -67,8 +67,8 @@ def test_loss_goes_down(tiny_run: str) -> None:
 
 def test_saved_model_reloads_to_the_recorded_metrics(tiny_run: str, samples_dir: Path) -> None:
     from agebatch.backends.registry import load_backend
-    from agebatch.decode import DecodeOptions
-    from agebatch.manifest import SplitSpec
+    from agebatch.io.decode import DecodeOptions
+    from agebatch.io.splits import SplitSpec
     from agebatch.metrics import summarize
     from agebatch.train.data import load_training_data
 

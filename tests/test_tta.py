@@ -13,7 +13,7 @@ pytest.importorskip("tensorflow", reason="needs the [train] extra (TensorFlow, t
 
 from agebatch.artifacts import read_sidecar
 from agebatch.backends.registry import load_backend
-from agebatch.engine import build_engine, calibration_faces
+from agebatch.commands.engine import build_engine, calibration_faces
 from agebatch.models.card import card_path, load_card
 
 

@@ -76,8 +76,8 @@ def test_every_backend_gives_the_numpy_read_outs(tiny_model: Path, built, sample
     """Keras and ONNX Runtime compute spread, interval and group in the graph exactly as `agebatch.ages` does."""
     from agebatch.backends.keras import load_keras_model
     from agebatch.backends.registry import load_backend
-    from agebatch.calibrate import distributions
-    from agebatch.engine import calibration_faces
+    from agebatch.commands.engine import calibration_faces
+    from agebatch.models.calibration import distributions
     from agebatch.models.serving import temperature_of
 
     out, _ = built
@@ -119,8 +119,8 @@ def test_infer_writes_the_interval_and_group_columns(tiny_model: Path, tmp_path:
 
 
 def test_evaluate_reports_coverage_and_group_accuracy(tiny_model: Path, samples_dir: Path, tmp_path: Path) -> None:
-    from agebatch.evaluate import evaluate
-    from agebatch.manifest import SplitSpec
+    from agebatch.commands.evaluate import evaluate
+    from agebatch.io.splits import SplitSpec
 
     ev = evaluate(str(tiny_model), str(samples_dir), str(tmp_path / "e.parquet"), split="all", spec=SplitSpec(), faces="crop")
     rows = {r.scope: r for r in ev.rows}

@@ -11,8 +11,8 @@ import pytest
 
 from agebatch import __version__
 from agebatch.errors import AgebatchError
-from agebatch.schemas import META_ROWS, META_SOURCE, META_VERSION, PREDICTIONS
-from agebatch.writer import ParquetWriter, read_metadata
+from agebatch.io.schemas import META_ROWS, META_SOURCE, META_VERSION, PREDICTIONS
+from agebatch.io.writer import ParquetWriter, read_metadata
 
 
 def _rows(n: int, start: int = 0) -> dict[str, list]:
@@ -81,8 +81,8 @@ def test_disk_full_leaves_no_file(tmp_path: Path) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
         from agebatch.errors import AgebatchError
-        from agebatch.schemas import PREDICTIONS
-        from agebatch.writer import ParquetWriter
+        from agebatch.io.schemas import PREDICTIONS
+        from agebatch.io.writer import ParquetWriter
         n = 50_000
         rows = {{"path": [f"/very/long/folder/name/image_{{i:08d}}.jpg" for i in range(n)], "age": [float(i) for i in range(n)],
                 "gender_prob": [i / n for i in range(n)], "gender": [i % 2 for i in range(n)], "error": [None] * n}}

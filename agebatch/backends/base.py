@@ -17,6 +17,9 @@ import numpy as np
 
 from agebatch.models.card import OUTPUT_NAMES, ModelCard
 
+#: `--device` (ONNX Runtime's execution provider): "cuda" means CUDA or an error; "auto" uses it when present.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
 
 @dataclass(frozen=True, slots=True)
 class Predictions:

@@ -4,6 +4,7 @@ backend (TensorFlow here; JAX on a GPU machine)."""
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -15,6 +16,11 @@ from agebatch.models.card import OUTPUT_NAMES, load_card
 def load_keras_model(path: str) -> object:
     if not os.path.isfile(path):
         raise AgebatchError(f"model file not found: {path}")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        # Keras itself would say "File not found" about a file that is right there.
+        raise AgebatchError(
+            f"{path} is not a Keras model: a .keras file is a zip archive and this one is not (damaged or another format)"
+        )
     import keras
 
     import agebatch.models.layers  # noqa: F401  registers the layers an agebatch model may contain

@@ -15,14 +15,13 @@ from typing import Any
 import numpy as np
 
 from agebatch.artifacts import read_sidecar
-from agebatch.backends.base import Predictions, check_batch, predict_in_chunks
+from agebatch.backends.base import DEVICES, Predictions, check_batch, predict_in_chunks
 from agebatch.backends.probe import module_installed
 from agebatch.errors import AgebatchError
 from agebatch.models.card import INPUT_NAME, OUTPUT_AGE, OUTPUT_GENDER, OUTPUT_NAMES
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def choose_providers(device: str, available: list[str]) -> tuple[list[str], str | None]:
@@ -71,7 +70,9 @@ class OnnxRuntimeBackend:
         device: str = "auto",
         io_binding: bool | None = None,
     ) -> None:
-        import onnxruntime as ort
+        from agebatch.backends.ortenv import onnxruntime
+
+        ort = onnxruntime()
 
         meta = read_sidecar(path, kind="onnx")
         self.card = meta["card"]

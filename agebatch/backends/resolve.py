@@ -14,7 +14,7 @@ from agebatch.artifacts import read_sidecar, sha256_file
 from agebatch.backends.registry import REGISTRY, available_backends, check_backend, describe, kind_of
 from agebatch.errors import AgebatchError
 from agebatch.models.card import ModelCard, load_card
-from agebatch.models.shipped import default_model
+from agebatch.models.shipped import find_model
 
 #: Export file endings per backend, preferred first.
 EXPORT_SUFFIXES: dict[str, tuple[str, ...]] = {
@@ -79,9 +79,7 @@ def _derived(model: str, backend: str, infix: str = "", suffixes: tuple[str, ...
 
 def resolve_artifact(model: str | None, backend: str = "auto", *, tta: bool = True, device: str = "auto") -> tuple[str, str]:
     """(artifact path, backend name) for `model` (default: the shipped model); `tta=False` wants a one-pass export."""
-    model = model or default_model()
-    if not os.path.isfile(model):
-        raise AgebatchError(f"model file not found: {model}")
+    model = find_model(model)  # a path, a shipped model's name (modelA, modelA.keras), or the default
     kind = check_backend(model, backend) if kind_of(model) != "keras" else "keras"
     if kind != "keras":
         return model, kind

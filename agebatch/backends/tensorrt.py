@@ -1,6 +1,6 @@
 """TensorRT backend and engine builder: thin wrappers over the TensorRT 10/11 Python API.
 
-Precision is decided in the ONNX graph, not here: `agebatch.export` writes an FP16
+Precision is decided in the ONNX graph, not here: `agebatch.backends.export` writes an FP16
 ONNX (FP32 I/O, the age head kept FP32) that ONNX Runtime tests on any CPU, and the
 builder parses it as a *strongly typed* network, so TensorRT runs exactly the graph
 that was tested. (Strong typing is also the path TensorRT 11 keeps; the weakly-typed
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from agebatch.artifacts import read_sidecar
-from agebatch.atomic import write_bytes_atomic
 from agebatch.backends.base import Predictions, check_batch
 from agebatch.backends.probe import gpu_available, module_installed
 from agebatch.errors import AgebatchError
+from agebatch.io.atomic import write_bytes_atomic
 from agebatch.models.card import INPUT_NAME, OUTPUT_NAMES
 
 if TYPE_CHECKING:

@@ -42,9 +42,9 @@ def peak_rss_mb() -> float:
 
 def measure(source: str, *, workers: int, size: int, batch_size: int, limit: int | None, interpolation: str) -> DecodeRun:
     """Stream `source` through the decode queue once, in this process."""
-    from agebatch.batching import iter_batches
-    from agebatch.decode import DecodeOptions
-    from agebatch.sources import iter_items
+    from agebatch.io.batching import iter_batches
+    from agebatch.io.decode import DecodeOptions
+    from agebatch.io.sources import iter_items
 
     opts = DecodeOptions(size=(size, size), interpolation=interpolation)  # type: ignore[arg-type]
     items = islice(iter_items(source), limit)
@@ -68,7 +68,7 @@ def measure_in_child(source: str, **kwargs: object) -> DecodeRun:
 
 def warm_cache(source: str, limit: int | None) -> int:
     """Read every input once so that all timed runs see the same (cached) files."""
-    from agebatch.sources import iter_items
+    from agebatch.io.sources import iter_items
 
     n = 0
     for item in islice(iter_items(source, labels="none"), limit):

@@ -45,8 +45,8 @@ def run_engine_bench(
     artifact: str, batch_sizes: list[int], *, seconds: float = 3.0, keras_model: str | None = None
 ) -> list[EngineRun]:
     from agebatch.backends.registry import load_backend
-    from agebatch.engine import calibration_faces
-    from agebatch.sources import samples_dir
+    from agebatch.commands.engine import calibration_faces
+    from agebatch.io.sources import samples_dir
 
     backend = load_backend(artifact)
     faces = calibration_faces(samples_dir(), backend.card)

@@ -104,7 +104,7 @@ def make_photos(source: str, folder: str, *, count: int = 100, size: tuple[int, 
     import cv2
     import numpy as np
 
-    from agebatch.sources import iter_items
+    from agebatch.io.sources import iter_items
 
     rng = np.random.default_rng(seed)
     paths = [i.path for i in iter_items(source, labels="none")]

@@ -5,7 +5,7 @@ TensorFlow, so this package imports only Click and the standard library at the t
 Each command lives in its own module (`manifest`, `train`, `engine`, `infer`,
 `evaluate`, `bench`), imported only when that command runs or its help is shown; its
 options come from `options` (one name, help text and check per option); tables come
-from `agebatch.report`. A command parses, builds the library's options object, calls
+from `agebatch.cli.report`. A command parses, builds the library's options object, calls
 the library, and prints.
 """
 
@@ -19,7 +19,7 @@ import click
 
 from agebatch import __version__
 from agebatch.cli.options import CONTEXT_SETTINGS
-from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, raise_on_sigterm
+from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, RunStopped, Terminated, raise_on_sigterm
 
 #: Command name -> "module:attribute" of its Click command, in the order `--help` lists them.
 COMMANDS = {
@@ -59,11 +59,25 @@ class LazyGroup(click.Group):
             raise TypeError(f"{self.lazy[cmd_name]} is not a Click command")
         return command
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        """Click's, plus a "did you mean" for a misspelt command (`agebatch infr`)."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=2, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         raise_on_sigterm()  # a scheduler's SIGTERM stops a run like Ctrl-C: saved work kept, one line, exit 143
         try:
             return super().invoke(ctx)
         except AgebatchError as e:
+            click.secho(f"Error: {e.message}", fg="red", err=True)
+            ctx.exit(e.exit_code)
+        except RunStopped as e:  # before KeyboardInterrupt / Terminated: it is one of them, with its own message
             click.secho(f"Error: {e.message}", fg="red", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:

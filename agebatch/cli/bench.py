@@ -43,7 +43,7 @@ def bench_decode(
     from rich.console import Console
 
     from agebatch.bench.decode import default_worker_counts, measure_in_child, report, warm_cache
-    from agebatch.sources import samples_dir
+    from agebatch.io.sources import samples_dir
 
     source = source or samples_dir()
     counts = workers_list or default_worker_counts()
@@ -112,3 +112,43 @@ def bench_infer(source: str, model: str | None, limit: int, no_full: bool, faces
         report_faces(runs, placed, Console())
         return
     report(run_infer_bench(source, model, limit=limit, full=not no_full, workers=workers), Console())
+
+
+@bench.command("train", context_settings=CONTEXT_SETTINGS)
+@click.argument("source", required=False, type=click.Path(exists=True, path_type=str))
+@click.option(
+    "--models",
+    type=click.Choice(["both", "custom", "pretrained"]),
+    default="both",
+    show_default=True,
+    help="custom: Model A; pretrained: Model B (Lite0 from --train-from-block).",
+)
+@batch_size_option(64)
+@click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed training steps per model.")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps first (graph tracing).")
+@click.option(
+    "--train-from-block", default=5, show_default=True, type=click.IntRange(0, 16), help="Model B: first trained block."
+)
+def bench_train(source: str | None, models: str, batch_size: int, steps: int, warmup: int, train_from_block: int) -> None:
+    """Training img/s of Model A and Model B on real faces, with the CPU, core count and load (needs [train]).
+
+    Prints the load average before and after each timed run: training speed halves when
+    anything else shares the cores, and this tells a contended run from a slow machine.
+    SOURCE defaults to the bundled sample faces.
+    """
+    from rich.console import Console
+
+    from agebatch.bench.train import faces_for_bench, report, time_training
+    from agebatch.io.sources import samples_dir
+    from agebatch.machine import machine_facts
+
+    console = Console()
+    facts = machine_facts()
+    console.print(f"train bench: {facts['cpu']}, {facts['cores']} cores, load {facts['load_average']}")
+    faces = faces_for_bench(source or samples_dir(), max(256, batch_size), 128)
+    kinds = ["custom", "pretrained"] if models == "both" else [models]
+    runs = [
+        time_training(kind, faces, batch_size=batch_size, steps=steps, warmup=warmup, train_from_block=train_from_block)
+        for kind in kinds
+    ]
+    report(runs, console)

@@ -30,8 +30,8 @@ def build_engine(
     """
     from rich.console import Console
 
-    from agebatch.engine import build_engine as run_build
-    from agebatch.report import parity_table
+    from agebatch.cli.report import parity_table
+    from agebatch.commands.engine import build_engine as run_build
 
     result = run_build(
         model, target=target, precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,

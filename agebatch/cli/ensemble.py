@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, overwrite_option, split_options
+from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, data_option, overwrite_option, require_data, split_options
 
 
 def _weights(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[float] | None:
@@ -19,7 +19,7 @@ def _weights(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=str))
 @click.option("--out", required=True, help="The ensemble's .keras path (its card is written beside it).")
-@click.option("--data", default="../shared/data/utkface", show_default=True, help="Labelled UTKFace-style folder or manifest.")
+@data_option
 @click.option(
     "--weights",
     default=None,
@@ -30,7 +30,7 @@ def _weights(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 @split_options
 @overwrite_option
 def ensemble(
-    models: tuple[str, ...], out: str, data: str, weights: list[float] | None, crop_cache: str | None,
+    models: tuple[str, ...], out: str, data: str | None, weights: list[float] | None, crop_cache: str | None,
     split_seed: int, val: float, test_frac: float, overwrite: bool,
 ) -> None:  # fmt: skip
     """Serve MODELS (two or more .keras models fed alike) as one model at OUT.
@@ -40,11 +40,11 @@ def ensemble(
     result is one graph: every backend runs it, at the sum of the members' cost. Export it
     like any model: agebatch build-engine OUT.
     """
-    from agebatch.ensemble import build_ensemble
-    from agebatch.manifest import SplitSpec
+    from agebatch.commands.ensemble import build_ensemble
+    from agebatch.io.splits import SplitSpec
 
     r = build_ensemble(
-        models, data, out=out, split=SplitSpec(val, test_frac, split_seed), weights=weights, cache_dir=crop_cache,
+        models, require_data(data), out=out, split=SplitSpec(val, test_frac, split_seed), weights=weights, cache_dir=crop_cache,
         overwrite=overwrite, log=click.echo,
     )  # fmt: skip
     for m, w, e in zip(models, r.weights, r.members_val_age_mae, strict=True):

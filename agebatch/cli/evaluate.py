@@ -27,9 +27,16 @@ scoring_options = stack(split_choice_option, split_options, backend_option, face
     "--out", "-o", default=None, help="Predictions Parquet (default: <model stem>.<split>.parquet); the summary goes beside it."
 )
 @scoring_options
+@click.option(
+    "--quality/--no-quality",
+    default=True,
+    show_default=True,
+    help="Also measure how much ages move when each face is 2x down/up-sized or sharpened to press-photo sharpness, "
+    "and MAE / bias per sharpness quintile (summary rows quality:* and sharpness:*).",
+)
 def evaluate(
     model: str, data: str, out: str | None, split: str, split_seed: int, val: float, test_frac: float, backend: str,
-    faces: str, tta: bool, overwrite: bool,
+    faces: str, tta: bool, overwrite: bool, quality: bool,
 ) -> None:  # fmt: skip
     """Score MODEL on one split of labelled DATA, overall, per age band and per gender.
 
@@ -39,16 +46,20 @@ def evaluate(
     """
     from rich.console import Console
 
-    from agebatch.evaluate import default_output
-    from agebatch.evaluate import evaluate as run_eval
-    from agebatch.manifest import SplitSpec
-    from agebatch.report import summary_table
+    from agebatch.cli.report import quality_table, summary_table
+    from agebatch.commands.evaluate import EvalOptions, default_output
+    from agebatch.commands.evaluate import evaluate as run_eval
+    from agebatch.io.splits import SplitSpec
 
     out = out or default_output(model, split)
     spec = SplitSpec(val, test_frac, split_seed)
-    ev = run_eval(model, data, out, split=split, spec=spec, backend=backend, overwrite=overwrite, faces=faces, tta=tta)
+    options = EvalOptions(split, spec, backend, overwrite, faces=faces, tta=tta, quality=quality)
+    ev = run_eval(model, data, out, options)
     title = f"{model} on the {split} split of {data} ({ev.result.backend}, --faces {faces}, {'--tta' if tta else '--no-tta'})"
-    Console().print(summary_table(ev.rows, title=title))
+    console = Console()
+    console.print(summary_table(ev.rows, title=title))
+    if ev.quality is not None:
+        console.print(quality_table(ev.quality, title=f"ages under image-quality changes, {split} split"))
     click.echo(f"predictions: {out}; summary: {ev.result.summary_path}")
 
 
@@ -65,27 +76,15 @@ def compare(
     """Score two models on the same split of DATA and show them side by side (table + compare.png)."""
     from rich.console import Console
 
-    from agebatch.evaluate import compare_plot, default_output
-    from agebatch.evaluate import evaluate as run_eval
-    from agebatch.manifest import SplitSpec
-    from agebatch.report import compare_table
+    from agebatch.cli.report import compare_table
+    from agebatch.commands.evaluate import EvalOptions, compare_plot, default_output, evaluate_many
+    from agebatch.io.splits import SplitSpec
 
     os.makedirs(out_dir, exist_ok=True)
     spec = SplitSpec(val, test_frac, split_seed)
-    evals = [
-        run_eval(
-            m,
-            data,
-            default_output(m, split, out_dir),
-            split=split,
-            spec=spec,
-            backend=backend,
-            overwrite=overwrite,
-            faces=faces,
-            tta=tta,
-        )
-        for m in (model_a, model_b)
-    ]
+    # One manifest (every file hashed once) for both models; compare is about accuracy, `evaluate` measures quality.
+    options = EvalOptions(split, spec, backend, overwrite, faces=faces, tta=tta, quality=False)
+    evals = evaluate_many([(m, default_output(m, split, out_dir)) for m in (model_a, model_b)], data, options)
     names = [os.path.basename(m) for m in (model_a, model_b)]
     Console().print(compare_table(names, [ev.rows for ev in evals], title=f"{split} split of {data}"))
     png = os.path.join(out_dir, "compare.png")

@@ -105,6 +105,6 @@ def infer(
         + f"; {result.images_per_s:,.0f} img/s with {result.backend} ({os.path.basename(result.artifact)})"
     )
     if result.summary:
-        from agebatch.report import summary_table
+        from agebatch.cli.report import summary_table
 
         console.print(summary_table(result.summary, title=f"summary ({result.summary_path})"))

@@ -32,10 +32,11 @@ def manifest(
     """
     from rich.console import Console
 
-    from agebatch.manifest import SplitSpec, build_manifest
+    from agebatch.cli.report import counts_table
+    from agebatch.io.manifest import build_manifest
+    from agebatch.io.sources import count_items
+    from agebatch.io.splits import SplitSpec
     from agebatch.progress import Progress
-    from agebatch.report import counts_table
-    from agebatch.sources import count_items
 
     total = count_items(source, glob=glob) if os.path.isdir(source) else None
     with Progress(total, "hashing", unit="files") as progress:

@@ -19,9 +19,9 @@ def models(folders: tuple[str, ...]) -> None:
     """
     from rich.console import Console
 
-    from agebatch.inventory import environment, find_models
+    from agebatch.cli.report import environment_table, models_table
+    from agebatch.commands.inventory import environment, find_models
     from agebatch.models.shipped import models_dir
-    from agebatch.report import environment_table, models_table
 
     console = Console()
     where = ", ".join(folders) if folders else f"{models_dir()} (shipped)"

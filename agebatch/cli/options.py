@@ -7,14 +7,15 @@ Nothing heavy is imported here (the backend registry imports no runtime).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
+from agebatch.backends.base import DEVICES
 from agebatch.backends.registry import BACKEND_CHOICES
-from agebatch.faces.options import FACE_MODES, FaceOptions
-from agebatch.pipeline.job import DEFAULT_FACES
+from agebatch.faces.options import DATA_ENV, DEFAULT_FACES, FACE_MODES, FaceOptions, default_data
 
 #: Every command's: -h works as --help, and help text wraps at 100 columns.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -68,6 +69,16 @@ backend_option = click.option(
     show_default=True,
     help="Runtime; auto: a .keras model's fastest verified export usable here.",
 )
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass field `name` of `cls`: CLI defaults are read from the library's own dataclasses."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
 def batch_size_option(default: int, help: str = "Images per batch.", maximum: int | None = None) -> Decorator[Any]:
@@ -125,7 +136,7 @@ tta_option = click.option(
 
 device_option = click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(list(DEVICES)),
     default="auto",
     show_default=True,
     help="ONNX Runtime: cuda runs on the GPU (onnxruntime-gpu; falls back to the CPU with a note), auto when present.",
@@ -164,3 +175,19 @@ crop_cache_option = click.option(
     default=None,
     help="Folder of the aligned-crop cache (default: $AGEBATCH_CACHE or ~/.cache/agebatch; '' turns it off).",
 )
+
+
+#: ``--data`` of the commands that read labelled faces (train, calibrate, ensemble): no built-in path.
+data_option = click.option(
+    "--data",
+    default=default_data,
+    show_default=f"${DATA_ENV}",
+    help=f"Labelled UTKFace-style folder or Parquet manifest (default: ${DATA_ENV}).",
+)
+
+
+def require_data(data: str | None) -> str:
+    """The `--data` given, or a clear exit 2 naming both ways to give it."""
+    if not data:
+        raise click.UsageError(f"no training data: pass --data DIR (a UTKFace-style folder or a manifest) or set {DATA_ENV}")
+    return data

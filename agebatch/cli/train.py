@@ -8,34 +8,41 @@ import click
 
 from agebatch.cli.options import (
     CONTEXT_SETTINGS,
-    DEFAULT_FACES,
     batch_size_option,
     crop_cache_option,
+    data_option,
     faces_choice_option,
+    field_default,
     overwrite_option,
     resume_option,
     split_options,
 )
 from agebatch.models.heads import AGE_HEADS
 from agebatch.models.pretrained import BACKBONES
+from agebatch.train.config import AugmentConfig, QualityConfig, TrainConfig
+
+
+def _D(name: str) -> Any:
+    """The default of `TrainConfig.<name>`: one place for every training default (tests/test_cli.py checks the mapping)."""
+    return field_default(TrainConfig, name)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("kind", type=click.Choice(["custom", "pretrained"]))
-@click.option("--data", default="../shared/data/utkface", show_default=True, help="UTKFace-style folder or Parquet manifest.")
-@click.option("--out", default="runs", show_default=True, help="Parent folder of the run folder.")
+@data_option
+@click.option("--out", default=_D("out"), show_default=True, help="Parent folder of the run folder.")
 @click.option("--name", default=None, help="Run folder and model name (default: modelA / modelB).")
 @click.option(
     "--backbone",
     type=click.Choice(list(BACKBONES)),
-    default="efficientnet-lite0",
+    default=_D("backbone"),
     show_default=True,
     help="pretrained: backbone. resnet50, xception and vgg16 are the coursework reports' (keras.applications); "
     "their ImageNet weights are not shipped: pass --weights PATH or --weights none.",
 )
 @click.option(
     "--weights",
-    default="imagenet",
+    default=_D("weights"),
     show_default=True,
     help="pretrained: 'imagenet' (the offline file in --weights-dir), a Keras no-top weights file, or 'none'.",
 )
@@ -44,49 +51,60 @@ from agebatch.models.pretrained import BACKBONES
     default=None,
     help="Folder of the offline ImageNet weights (default: $AGEBATCH_WEIGHTS or ../shared/weights).",
 )
-@click.option("--image-size", default=128, show_default=True, type=click.IntRange(32, 1024), help="Square input size in pixels.")
+@click.option(
+    "--image-size",
+    default=_D("image_size"),
+    show_default=True,
+    type=click.IntRange(32, 1024),
+    help="Square input size in pixels.",
+)
 @click.option(
     "--age-head",
     type=click.Choice(list(AGE_HEADS)),
-    default="bins",
+    default=_D("age_head"),
     show_default=True,
     help="Age output: expected value over 1-year bins (softmax), linear regression, or CORAL's ordinal thresholds. "
     "bins and coral give an age distribution, hence the age_std / age_p10 / age_p90 / age_group columns.",
 )
-@click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))
-@batch_size_option(64)
-@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (Adam; 1 warm-up epoch, then cosine decay).")
-@click.option("--age-weight", default=1.0, show_default=True, help="Loss weight of the age head.")
-@click.option("--gender-weight", default=1.0, show_default=True, help="Loss weight of the gender head.")
+@click.option("--epochs", default=_D("epochs"), show_default=True, type=click.IntRange(1))
+@batch_size_option(_D("batch_size"))
+@click.option("--lr", default=_D("lr"), show_default=True, help="Peak learning rate (Adam; 1 warm-up epoch, then cosine decay).")
+@click.option("--age-weight", default=_D("age_weight"), show_default=True, help="Loss weight of the age head.")
+@click.option("--gender-weight", default=_D("gender_weight"), show_default=True, help="Loss weight of the gender head.")
 @click.option(
     "--patience",
-    default=6,
+    default=_D("patience"),
     show_default=True,
     help="Stop after this many epochs without a better val age MAE; best weights are kept.",
 )
 @click.option("--dropout", default=None, type=float, help="Head dropout (default: 0.2 for custom, 0.3 for pretrained).")
-@click.option("--weight-decay", default=0.0, show_default=True, help="> 0: AdamW with this decoupled weight decay.")
-@click.option("--seed", default=0, show_default=True, help="Seed for initialisation, shuffling and augmentation.")
+@click.option(
+    "--weight-decay", default=_D("weight_decay"), show_default=True, help="> 0: AdamW with this decoupled weight decay."
+)
+@click.option("--seed", default=_D("seed"), show_default=True, help="Seed for initialisation, shuffling and augmentation.")
 @split_options
 @click.option(
     "--train-from-block",
-    default=5,
+    default=_D("train_from_block"),
     show_default=True,
     type=click.IntRange(0, 16),
     help="pretrained Lite0: blocks below this one keep their ImageNet weights (0: end to end).",
 )
 @click.option(
     "--feature-cache/--no-feature-cache",
-    default=False,
+    default=_D("feature_cache"),
     show_default=True,
     help="pretrained Lite0: compute the frozen blocks once per face and augmented copy, train the rest on that cache.",
 )
 @click.option(
-    "--aug-copies", default=4, show_default=True, help="pretrained Lite0: augmented copies per face in the feature cache."
+    "--aug-copies",
+    default=_D("aug_copies"),
+    show_default=True,
+    help="pretrained Lite0: augmented copies per face in the feature cache.",
 )
 @click.option(
     "--mirror-tta/--no-mirror-tta",
-    default=True,
+    default=_D("mirror_tta"),
     show_default=True,
     help="Ship the model averaged over each face and its left-right mirror (2x inference cost, lower age MAE).",
 )
@@ -94,7 +112,7 @@ from agebatch.models.pretrained import BACKBONES
     "--width", type=click.Choice(["small", "default"]), default="default", show_default=True, help="custom: trunk size."
 )
 @faces_choice_option(
-    DEFAULT_FACES,
+    _D("faces"),
     "detect: train on the crops `infer --faces detect` cuts (cached by content hash); crop: each file resized whole.",
 )
 @crop_cache_option
@@ -104,19 +122,26 @@ from agebatch.models.pretrained import BACKBONES
     type=click.Path(dir_okay=False),
     help="Start from this .keras model's weights (layers matched by name), e.g. to fine-tune a shipped model further.",
 )
+@click.option(
+    "--quality-augment/--no-quality-augment",
+    default=True,
+    show_default=True,
+    help="Image-quality augmentation (train/augment.QualityConfig): each face made sharper or softer, JPEG, noise, gamma, "
+    "colour temperature, so that the model's ages do not follow sharpness.",
+)
 @click.option("--limit", default=None, type=click.IntRange(1), help="Only the first N labelled faces (quick trials).")
 @resume_option
 @overwrite_option
-def train(kind: Literal["custom", "pretrained"], width: str, test_frac: float, **options: Any) -> None:
+def train(kind: Literal["custom", "pretrained"], width: str, test_frac: float, quality_augment: bool, **options: Any) -> None:
     """Train Model A (custom CNN) or Model B (ImageNet backbone, fine-tuned).
 
     Writes runs/NAME/: NAME.keras (best epoch), NAME.card.json, history.csv/.parquet,
     curves.png, metrics.json (val and test, per age band and gender), checkpoints/.
     """
-    from agebatch.train.trainer import TrainConfig
     from agebatch.train.trainer import train as run_training
 
     small = width == "small"
     sizes: dict[str, Any] = {"stem": 16, "widths": (32, 64, 128), "depths": (1, 1, 1)} if small else {}
-    run = run_training(TrainConfig(kind=kind, test=test_frac, **sizes, **options), log=click.echo)
+    augment = AugmentConfig() if quality_augment else AugmentConfig(quality=QualityConfig.off())
+    run = run_training(TrainConfig(kind=kind, test=test_frac, augment=augment, **sizes, **options), log=click.echo)
     click.echo(f"run folder: {run}")

@@ -86,6 +86,7 @@ class Detections:
     boxes: np.ndarray  # (k, 4) float32: x, y, width, height
     keypoints: np.ndarray  # (k, 6, 2) float32: x, y
     scores: np.ndarray  # (k,) float32
+    too_small: int = 0  # faces found but dropped by --min-face (so "no face" can say why)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -163,7 +164,9 @@ class BlazeFace:
     def __init__(
         self, name: str = "short", *, threads: int | None = None, providers: list[str] | None = None, chunk: int | None = None
     ) -> None:
-        import onnxruntime as ort
+        from agebatch.backends.ortenv import onnxruntime
+
+        ort = onnxruntime()
 
         if name not in DETECTORS:
             raise AgebatchError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")

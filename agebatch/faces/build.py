@@ -18,8 +18,8 @@ import tempfile
 
 import numpy as np
 
-from agebatch.atomic import AtomicFile
 from agebatch.faces.blazeface import DETECTORS, MODELS_DIR
+from agebatch.io.atomic import AtomicFile
 
 
 def _dynamic_batch(src: str, dst: str) -> None:

@@ -83,4 +83,5 @@ class FaceFinder:
             boxes[order].astype(np.float32),
             points[order, 2:].reshape(-1, NUM_KEYPOINTS, 2).astype(np.float32),
             scores[order].astype(np.float32),
+            too_small=int((~keep).sum()),
         )

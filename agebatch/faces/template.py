@@ -15,13 +15,15 @@ import os
 
 import numpy as np
 
-from agebatch.atomic import AtomicFile
-from agebatch.decode import DecodeError, DecodeOptions, load_work_image
 from agebatch.faces.align import DEFAULT_TEMPLATE_FILE, FaceTemplate
 from agebatch.faces.detect import FaceFinder
-from agebatch.jsonio import read_json, write_json_atomic
-from agebatch.manifest import SplitSpec, hash_file
-from agebatch.sources import iter_items
+from agebatch.faces.stage import FaceStage
+from agebatch.io.atomic import AtomicFile
+from agebatch.io.decode import DecodeError, load_work_image
+from agebatch.io.jsonio import read_json, write_json_atomic
+from agebatch.io.manifest import hash_file
+from agebatch.io.sources import iter_items
+from agebatch.io.splits import SplitSpec
 
 
 def estimate(source: str, *, limit: int = 4000, split: SplitSpec | None = None, batch: int = 64) -> tuple[FaceTemplate, int]:
@@ -29,9 +31,9 @@ def estimate(source: str, *, limit: int = 4000, split: SplitSpec | None = None, 
     split = split or SplitSpec()
     items = list(iter_items(source, labels="none"))
     picks = items[:: max(1, len(items) // (2 * limit))]
-    finder = FaceFinder()
+    stage = FaceStage("detect")  # decodes photos as inference does (size, pixel and byte limits)
+    finder, opts = stage.finder, stage.photo_options
     rel: list[np.ndarray] = []
-    opts = DecodeOptions(size=(finder.options.work_side, finder.options.work_side))
     chunk: list[np.ndarray] = []
     for item in picks:
         sha, _ = hash_file(item.path)

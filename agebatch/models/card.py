@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from agebatch.errors import AgebatchError
-from agebatch.jsonio import read_json, write_json_atomic
+from agebatch.io.jsonio import read_json, write_json_atomic
 
 if TYPE_CHECKING:
-    from agebatch.decode import DecodeOptions
+    from agebatch.io.decode import DecodeOptions
 
 CARD_FORMAT = "agebatch.model_card"
 CARD_VERSION = 1
@@ -60,7 +60,8 @@ class ModelCard:
     #: Where BlazeFace's keypoints sit in this model's training crops (`agebatch.faces.align.FaceTemplate`
     #: as a dict); None: the UTKFace template shipped with agebatch.
     face_template: dict[str, Any] | None = None
-    #: How the age interval was calibrated (`agebatch.calibrate.Calibration` as a dict); None without an age distribution.
+    #: How the age interval was calibrated (`agebatch.models.calibration.Calibration` as a dict);
+    #: None without an age distribution.
     calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +98,7 @@ class ModelCard:
 
     def decode_options(self) -> DecodeOptions:
         """The decode settings this model was trained with."""
-        from agebatch.decode import DecodeOptions  # lazy: OpenCV is not needed to read a card
+        from agebatch.io.decode import DecodeOptions  # lazy: OpenCV is not needed to read a card
 
         return DecodeOptions(size=self.input_size, interpolation=self.interpolation, fit=self.fit)  # type: ignore[arg-type]  # validated there
 

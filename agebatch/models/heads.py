@@ -1,7 +1,7 @@
 """Input preprocessing and the two output heads shared by Model A and Model B (Keras).
 
 Layer naming is a contract: every age-head layer's name starts with ``age`` so the
-FP16 export can keep the whole age head in FP32 (`agebatch.export.AGE_HEAD_PATTERN`).
+FP16 export can keep the whole age head in FP32 (`agebatch.backends.export.AGE_HEAD_PATTERN`).
 """
 
 from __future__ import annotations

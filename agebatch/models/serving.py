@@ -12,7 +12,7 @@ TensorRT all run exactly the model the card describes:
   larger batch.
 - The one-year age distribution is averaged over the two passes (the distribution level),
   then `AgeStats` reads its spread, 80% interval and Adience group after the calibration
-  temperature T stored in the card (`agebatch.calibrate`). ``age`` stays the expected
+  temperature T stored in the card (`agebatch.models.calibration`). ``age`` stays the expected
   value of the untempered average, so calibrating never moves a point estimate.
 - A model without a distribution (the regression head) serves ``age`` and ``gender_prob`` only.
 

@@ -23,6 +23,34 @@ def models_dir() -> str:
     return os.environ.get("AGEBATCH_MODELS") or str(resources.files("agebatch").joinpath("shipped_models"))
 
 
+def shipped_model(name: str) -> str | None:
+    """The shipped model a bare name means (``modelA``, ``modelA.keras``, ``modelB.fp32.onnx``), or None.
+
+    Only a name without a folder part is looked up, so a path the user typed is never
+    silently replaced by a shipped file.
+    """
+    if not name or os.sep in name or (os.altsep and os.altsep in name):
+        return None
+    folder = models_dir()
+    for candidate in (name, f"{name}.keras"):
+        path = os.path.join(folder, candidate)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def find_model(model: str | None) -> str:
+    """`model` as given when it is a file, else the shipped model of that name, else the default; or exit 2."""
+    if model is None:
+        return default_model()
+    if os.path.isfile(model):
+        return model
+    shipped = shipped_model(model)
+    if shipped is None:
+        raise AgebatchError(f"model file not found: {model} (shipped models are named as `agebatch models` lists them)")
+    return shipped
+
+
 def default_model() -> str:
     path = os.path.join(models_dir(), f"{DEFAULT_MODEL}.keras")
     if not os.path.isfile(path):

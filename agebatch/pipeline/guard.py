@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 from agebatch.errors import AgebatchError
-from agebatch.sources import IMAGE_EXTENSIONS, Item
+from agebatch.io.sources import IMAGE_EXTENSIONS, Item
 
 
 def _real(path: str) -> str:

@@ -10,17 +10,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from agebatch.backends.base import DEVICES
 from agebatch.backends.registry import BACKEND_CHOICES
 from agebatch.errors import AgebatchError
-from agebatch.faces.options import FACE_MODES, FaceOptions
+from agebatch.faces.options import DEFAULT_FACES, FACE_MODES, FaceOptions
 
 #: Rows per resumable shard: a crash loses at most this many rows of work.
 DEFAULT_SHARD_ROWS = 8192
 DEFAULT_BATCH_SIZE = 256
-#: `--faces` default; README "Faces" has the measurement behind it.
-DEFAULT_FACES = "detect"
-#: Photos decoded per detector batch in detect mode: ~100 MB of 1,024-px photos in flight per batch.
-DETECT_BATCH_IMAGES = 32
 #: The decode queue holds up to 4 batches: 4,096 faces at 128x128 are 0.8 GB of pixels in flight.
 MAX_BATCH_SIZE = 4096
 
@@ -75,6 +72,8 @@ class InferJob:
                 f"batch size must be 1..{MAX_BATCH_SIZE:,} (got {self.batch_size:,}): the decode queue holds up to 4 batches "
                 "of pixels, and bigger batches stop helping long before that"
             )
+        if self.resume and self.overwrite:
+            raise AgebatchError("--resume continues a run and --overwrite starts it over: pass one of them")
         if self.shard_rows < 1:
             raise AgebatchError("shard rows must be positive")
         if self.workers is not None and self.workers < 0:
@@ -83,8 +82,8 @@ class InferJob:
             raise AgebatchError("limit must be at least 1")
         if self.faces not in FACE_MODES:
             raise AgebatchError(f"--faces must be one of {', '.join(FACE_MODES)} (got {self.faces!r})")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise AgebatchError(f"--device must be auto, cpu or cuda (got {self.device!r})")
+        if self.device not in DEVICES:
+            raise AgebatchError(f"--device must be one of {', '.join(DEVICES)} (got {self.device!r})")
         if self.save_crops is not None and self.faces != "detect":
             raise AgebatchError("--save-crops needs --faces detect (crop mode feeds each input as it is)")
 

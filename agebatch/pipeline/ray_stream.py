@@ -1,7 +1,7 @@
 """`agebatch infer --ray`: the prediction stream with decode and prediction on a Ray cluster.
 
-Ray replaces only the compute. The driver lists inputs with `agebatch.sources` (one set
-of listing rules), hands them to a Ray Dataset, maps `agebatch.decode.decode_into`
+Ray replaces only the compute. The driver lists inputs with `agebatch.io.sources` (one set
+of listing rules), hands them to a Ray Dataset, maps `agebatch.io.decode.decode_into`
 over it as CPU tasks and the backend's `predict` over it in an actor pool (one model
 load per actor, `gpus_per_actor` GPUs each), and consumes the results in input order
 (``preserve_order``). `agebatch.pipeline.run` then writes them as the same atomic shards
@@ -16,6 +16,7 @@ The driver writes a few kilobytes per thousand rows; the pixels never reach it.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -26,13 +27,14 @@ import pyarrow as pa
 from agebatch.backends.base import Predictions
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import ResolvedModel
-from agebatch.decode import DecodeOptions
 from agebatch.errors import AgebatchError
+from agebatch.faces.cut import FaceColumns
 from agebatch.faces.options import FaceOptions
-from agebatch.pipeline.detect import FaceColumns
+from agebatch.faces.stage import FaceStage
+from agebatch.io.decode import DecodeOptions
+from agebatch.io.sources import Item
 from agebatch.pipeline.job import InferJob, RayOptions
-from agebatch.pipeline.stream import BatchResult, predict_ok, runtime_options
-from agebatch.sources import Item
+from agebatch.pipeline.stream import BatchResult, face_stage, predict_ok, runtime_options
 
 #: Rows handed to Ray per input block: big enough to amortise scheduling, small enough to stream.
 INPUT_BLOCK_ROWS = 2048
@@ -57,10 +59,10 @@ def _init(opts: RayOptions) -> None:
 
 def _decode_batch(batch: dict[str, np.ndarray], opts: DecodeOptions) -> dict[str, np.ndarray]:
     """Ray task: decode a batch of paths into uint8 images plus error strings ('' when fine)."""
-    from agebatch.decode import decode_into, limit_opencv_threads
+    from agebatch.io.decode import decode_into, limit_opencv_threads
 
     limit_opencv_threads()
-    paths = [str(p) for p in batch["path"]]
+    paths = [os.fsdecode(p) for p in batch["path"]]  # bytes: file names need not be UTF-8
     images = np.empty((len(paths), *opts.size, 3), np.uint8)
     errors = decode_into([Item(p, p) for p in paths], images, opts)
     return {"index": batch["index"], "image": images, "error": np.array([e or "" for e in errors], dtype=object)}
@@ -74,24 +76,19 @@ def _finder(options: FaceOptions) -> Any:
     return FaceFinder(options, threads=1)
 
 
-def _detect_batch(
-    batch: dict[str, np.ndarray], model_input: DecodeOptions, faces: FaceOptions, template: dict[str, Any], save_crops: str | None
-) -> dict[str, np.ndarray]:
+def _detect_batch(batch: dict[str, np.ndarray], stage: FaceStage) -> dict[str, np.ndarray]:
     """Ray task: decode whole photos, find and align every face; one output row per face (or per faceless input)."""
-    from agebatch.batching import ImageBatch
-    from agebatch.decode import decode_work_images, limit_opencv_threads
-    from agebatch.faces.align import FaceTemplate
-    from agebatch.pipeline.detect import detect_rows
+    from agebatch.io.batching import ImageBatch
+    from agebatch.io.decode import decode_work_images, limit_opencv_threads
 
     limit_opencv_threads()
     index = np.asarray(batch["index"])
-    items = [Item(str(p), str(p)) for p in batch["path"]]
-    photos = DecodeOptions(size=(faces.work_side, faces.work_side), max_pixels=model_input.max_pixels)
-    decoded = decode_work_images(items, photos)
+    items = [Item(os.fsdecode(p), os.fsdecode(p)) for p in batch["path"]]
+    decoded = decode_work_images(items, stage.photo_options)
     images = ImageBatch(
         int(index[0]) if len(index) else 0, items, [d[0] for d in decoded], [d[1] for d in decoded], [d[2] for d in decoded]
     )
-    rows = detect_rows(images, _finder(faces), FaceTemplate.from_dict(template), model_input, save_crops)
+    rows = stage.cut(images, _finder(stage.faces))
     where = {id(item): i for item, i in zip(items, index, strict=True)}
     return {
         "index": np.array([where[id(item)] for item in rows.items], np.int64),
@@ -147,7 +144,7 @@ class RayStream:
             pa.table(
                 {
                     "index": pa.array(np.arange(lo, min(lo + INPUT_BLOCK_ROWS, len(listed)))),
-                    "path": pa.array([i.path for i in listed[lo : lo + INPUT_BLOCK_ROWS]], pa.string()),
+                    "path": pa.array([os.fsencode(i.path) for i in listed[lo : lo + INPUT_BLOCK_ROWS]], pa.binary()),
                 }
             )
             for lo in range(0, len(listed), INPUT_BLOCK_ROWS)
@@ -157,14 +154,10 @@ class RayStream:
         kwargs: dict[str, Any] = {"opts": self.decode}
         batch_size = self.batch_size
         if self.job.faces == "detect":
-            from agebatch.faces.align import template_for
-            from agebatch.pipeline.job import DETECT_BATCH_IMAGES
-
             decode = _detect_batch
-            template = template_for(self.model.card.face_template).to_dict()
-            kwargs = {"model_input": self.decode, "faces": self.job.face_options, "template": template}
-            kwargs["save_crops"] = self.job.save_crops
-            batch_size = min(DETECT_BATCH_IMAGES, self.batch_size)
+            stage = face_stage(self.model, self.job)  # the local stream's stage, so both cut the same faces
+            kwargs = {"stage": stage}
+            batch_size = stage.photos_per_batch
         ds = (
             ray.data.from_arrow(blocks)
             .map_batches(decode, batch_size=batch_size, fn_kwargs=kwargs, batch_format="numpy")
@@ -198,7 +191,7 @@ class RayStream:
             if "face" in out:
                 faces = FaceColumns(out["face"].astype(np.int16), out["box"].astype(np.float32), out["score"].astype(np.float32))
             pred = Predictions.from_outputs(out, len(rows))
-            yield BatchResult(rows, errors, pred, faces, len(starts))
+            yield BatchResult(rows, errors, pred, faces, len(starts), [listed[i] for i in starts])
             expected += len(starts)
         if expected != len(listed):
             raise RuntimeError(f"Ray returned {expected} inputs of {len(listed)}")

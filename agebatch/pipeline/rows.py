@@ -1,6 +1,6 @@
 """Rows of the output: `BatchResult` -> Parquet record batch, run counts and the summary table.
 
-The columns themselves are defined once, in `agebatch.schemas`; this module only fills
+The columns themselves are defined once, in `agebatch.io.schemas`; this module only fills
 them, so the sink knows the output contract and nothing about models.
 """
 
@@ -15,10 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agebatch.ages import AGE_GROUPS
+from agebatch.io.schemas import META_SCHEMA, META_STATS, SUMMARY
+from agebatch.io.sources import display_key, key_bytes
+from agebatch.io.writer import ParquetWriter
 from agebatch.metrics import ScopeMetrics, SummaryAccumulator
 from agebatch.pipeline.stream import BatchResult
-from agebatch.schemas import META_SCHEMA, META_STATS, SUMMARY
-from agebatch.writer import ParquetWriter
 
 GROUP_LABELS = pa.array(AGE_GROUPS, pa.string())
 
@@ -29,7 +30,7 @@ def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
     p = result.pred
     prob = p.gender_prob
     cols: dict[str, Any] = {
-        "path": pa.array([i.key for i in result.items], pa.string()),
+        "path": pa.array([display_key(i.key) for i in result.items], pa.string()),
         "age": pa.array(p.age, pa.float32(), mask=bad),
         "gender_prob": pa.array(prob, pa.float32(), mask=bad),
         "gender": pa.array((prob >= 0.5).astype(np.int8), pa.int8(), mask=bad),
@@ -51,6 +52,7 @@ def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
     if "age_true" in schema.names:
         cols["age_true"] = pa.array([i.age for i in result.items], pa.int16())
         cols["gender_true"] = pa.array([i.gender for i in result.items], pa.int8())
+    cols["path_bytes"] = pa.array([key_bytes(i.key) for i in result.items], pa.binary())
     return pa.RecordBatch.from_pydict(cols, schema=schema)
 
 
@@ -116,6 +118,8 @@ def write_summary(path: str, rows: list[ScopeMetrics], stats: dict[str, int], me
         "age_group_exact": [r.group_exact for r in rows] + [None] * len(RUN_COUNTS),
         "age_group_one_off": [r.group_one_off for r in rows] + [None] * len(RUN_COUNTS),
     }
+    for name in ("age_shift", "age_change", "age_bias", "sharpness"):  # evaluate's quality rows fill these
+        table[name] = [None] * len(table["scope"])
     with ParquetWriter(
         path, SUMMARY, metadata={**meta, META_SCHEMA: "summary", META_STATS: json.dumps(stats)}, overwrite=True
     ) as w:

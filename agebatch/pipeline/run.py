@@ -11,27 +11,24 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from agebatch.backends.resolve import ResolvedModel, resolve
-from agebatch.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, check_terminated
+from agebatch.errors import EXIT_FAILED, AgebatchError, Terminated, already_exists, check_terminated, run_stopped
 from agebatch.faces.align import template_for
-from agebatch.lock import OutputLock
-from agebatch.metrics import ScopeMetrics
-from agebatch.pipeline.guard import check_outputs, refuse_outputs_as_inputs
-from agebatch.pipeline.job import InferJob
-from agebatch.pipeline.rows import RunTally, to_record_batch, write_summary
-from agebatch.pipeline.shards import ShardStore, run_signature
-from agebatch.pipeline.stream import LocalStream, PredictionStream
-from agebatch.schemas import (
+from agebatch.io.atomic import check_not_symlink, probe_writable
+from agebatch.io.lock import OutputLock
+from agebatch.io.schemas import (
     META_BACKEND,
     META_FACES,
     META_MODEL_ID,
     META_MODEL_SHA256,
     META_PRECISION,
+    META_RUN,
     META_SCHEMA,
     META_SCHEMA_VERSION,
     META_SOURCE,
@@ -39,7 +36,14 @@ from agebatch.schemas import (
     SCHEMA_VERSION,
     predictions_schema,
 )
-from agebatch.sources import Item, count_items, iter_items
+from agebatch.io.sources import Item, count_items, iter_items
+from agebatch.io.writer import read_metadata
+from agebatch.metrics import ScopeMetrics
+from agebatch.pipeline.guard import check_outputs, refuse_outputs_as_inputs
+from agebatch.pipeline.job import InferJob
+from agebatch.pipeline.rows import RunTally, to_record_batch, write_summary
+from agebatch.pipeline.shards import ShardStore, run_signature
+from agebatch.pipeline.stream import LocalStream, PredictionStream
 
 #: Items looked at before the first batch to decide whether the output gets label columns.
 LABEL_PEEK = 1000
@@ -94,7 +98,8 @@ def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResul
     """Predict age and gender for every input of `job.source`; write `job.out` (and a summary when labels exist).
 
     Holds an exclusive lock on `job.out` for the whole run: a second run on the same
-    output fails at once instead of racing this one over the same shards.
+    output fails at once instead of racing this one over the same shards. Every file
+    it will write is checked before any work (`ShardStore.prepare`, then `check_targets`).
     """
     files = {"--summary": job.summary_path} if job.folder_output else {"--out": job.out, "--summary": job.summary_path}
     check_outputs(job.source, files, image_folders={"--save-crops": job.save_crops} if job.save_crops else {})
@@ -102,10 +107,72 @@ def run_infer(job: InferJob, progress: ProgressSink | None = None) -> InferResul
         return _run_locked(job, list(files.values()), progress)
 
 
+def check_targets(job: InferJob) -> None:
+    """Refuse, before any work, what would fail or replace a user's file after it (exit 2).
+
+    The summary follows `--out`'s rules (an existing one needs --overwrite; on --resume it
+    must be this run's own, checked once the run signature is known); its folder and the
+    crops folder must accept a new file (a probe file, so a read-only mount is found as
+    root too); `--glob` only narrows a folder source.
+    """
+    if job.glob is not None and not os.path.isdir(job.source):
+        raise AgebatchError(f"--glob filters the files of a folder; {job.source} is not a folder (a manifest or one file)")
+    summary = job.summary_path
+    if os.path.lexists(summary) and not (job.overwrite or job.resume):
+        raise already_exists(f"summary {summary}")
+    if os.path.isdir(summary):
+        raise AgebatchError(f"--summary {summary} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(summary))
+    if not os.path.isdir(folder):
+        raise AgebatchError(f"summary folder does not exist: {folder}")
+    probe_writable(folder, "summary")
+    if job.save_crops is not None:
+        crops = job.save_crops
+        check_not_symlink(crops)
+        if os.path.lexists(crops) and not os.path.isdir(crops):
+            raise AgebatchError(f"--save-crops {crops} is not a folder")
+        if os.path.isdir(crops) and os.listdir(crops) and not (job.overwrite or job.resume):
+            raise already_exists(f"--save-crops folder {crops} (it is not empty)")
+        try:
+            os.makedirs(crops, exist_ok=True)
+        except OSError as e:
+            raise AgebatchError(f"cannot create --save-crops folder {crops}: {e.strerror or e}") from e
+        probe_writable(crops, "--save-crops")
+
+
+def _check_summary_is_ours(path: str, signature: dict[str, object]) -> None:
+    """On --resume, an existing summary may be replaced only when this very run wrote it."""
+    if not os.path.lexists(path):
+        return
+    try:
+        recorded = read_metadata(path).get(META_RUN)
+    except Exception:  # not Parquet at all
+        recorded = None
+    if recorded is None or json.loads(recorded) != json.loads(json.dumps(signature, sort_keys=True)):
+        raise already_exists(f"summary {path} (written by another run)")
+
+
+def _count_in_background(job: InferJob, progress: ProgressSink) -> None:
+    """Give the progress bar its total without delaying the first batch: a folder is walked on a side thread.
+
+    (Counting first walked a large folder twice before any work; a manifest's count is its footer, cheap
+    either way.) A listing error is left to the stream, which reports it with the run's own wording.
+    """
+
+    def count() -> None:
+        try:
+            total = count_items(job.source, glob=job.glob)
+        except Exception:
+            return
+        progress.set_total(total if job.limit is None else min(total, job.limit))
+
+    threading.Thread(target=count, name="agebatch-count", daemon=True).start()
+
+
 def _stopped(what: str, store: ShardStore) -> str:
     if not store.saved:
         return f"{what} before any rows were saved; nothing was kept"
-    return f"{what} after {store.saved:,} rows were saved in {store.folder}; run the same command with --resume to continue"
+    return f"{what} after {store.saved:,} inputs were saved in {store.folder}; run the same command with --resume to continue"
 
 
 def _io_failed(e: AgebatchError, store: ShardStore) -> AgebatchError:
@@ -113,13 +180,13 @@ def _io_failed(e: AgebatchError, store: ShardStore) -> AgebatchError:
     if not store.saved:
         return AgebatchError(f"{e.message}; no rows were saved", EXIT_FAILED)
     return AgebatchError(
-        f"{e.message}; {store.saved:,} rows stay saved in {store.folder}: free space, then run the same command with --resume",
+        f"{e.message}; {store.saved:,} inputs stay saved in {store.folder}: free space, then run the same command with --resume",
         EXIT_FAILED,
     )
 
 
 def _already_done(job: InferJob, store: ShardStore) -> InferResult:
-    """--resume on a finished output: report what it holds, change nothing (exit 0, so retry loops end)."""
+    """--resume on this run's finished output: report what it holds, change nothing (exit 0, so retry loops end)."""
     done = store.finished_stats()
     summary = job.summary_path if os.path.isfile(job.summary_path) else None
     inputs, rows, errors = int(done.get("inputs", 0)), int(done.get("rows", done.get("inputs", 0))), int(done.get("errors", 0))
@@ -133,27 +200,31 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     store = ShardStore.prepare(
         job.out, folder_output=job.folder_output, shard_rows=job.shard_rows, resume=job.resume, overwrite=job.overwrite
     )
-    if store.complete:
-        return _already_done(job, store)
+    check_targets(job)  # after the output's own checks (their wording first), before any work
     model = resolve(job.model, job.backend, tta=job.tta, device=job.device)
-    stream = open_stream(model, job)
     items = refuse_outputs_as_inputs(iter_items(job.source, glob=job.glob), outputs)
     any_input, has_labels, items = _peek(items)
     if not any_input:
-        raise AgebatchError(f"no image files found in {job.source}")
-    if job.limit is not None:
-        items = itertools.islice(items, job.limit)
+        where = f"{job.source} (none matches --glob {job.glob!r})" if job.glob else job.source
+        raise AgebatchError(f"no image files found in {where}")
     detect = job.faces == "detect"
-    schema = predictions_schema(has_labels, faces=detect)
     faces = {"mode": job.faces, "tta": model.tta, **(asdict(job.face_options) if detect else {})}
     if detect:
         faces["template"] = template_for(model.card.face_template).to_dict()["keypoints"]
     signature = run_signature(job.source, model.artifact, model.sha256, has_labels, asdict(model.card.decode_options()), faces)
+    if store.finished_candidate:
+        store.check_finished(signature)  # another run's or a foreign file: exit 2; this run's: nothing to do
+        return _already_done(job, store)
+    if job.resume and not job.overwrite:
+        _check_summary_is_ours(job.summary_path, signature)
+    stream = open_stream(model, job)
+    if job.limit is not None:
+        items = itertools.islice(items, job.limit)
+    schema = predictions_schema(has_labels, faces=detect)
     done = store.open(signature, items, resume=job.resume, source=job.source, schema=schema)
 
     if progress is not None:
-        total = count_items(job.source, glob=job.glob)
-        progress.set_total(total if job.limit is None else min(total, job.limit))
+        _count_in_background(job, progress)
         if done:
             progress.advance(done)
 
@@ -161,17 +232,17 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     streamed = 0
     try:
         for result in stream.predict(items):
-            store.append(to_record_batch(result, schema), result.inputs)
+            store.append(to_record_batch(result, schema), result.input_keys)
             streamed += result.inputs
             if progress is not None:
                 progress.advance(result.inputs, errors=int((~result.ok).sum()))
             check_terminated()
         store.flush()
         check_terminated()  # nothing is made final after a SIGTERM, even one whose exception a finalizer swallowed
-    except KeyboardInterrupt:
-        raise AgebatchError(_stopped("interrupted", store), EXIT_INTERRUPTED) from None
-    except Terminated:
-        raise AgebatchError(_stopped("terminated (SIGTERM)", store), EXIT_TERMINATED) from None
+    except KeyboardInterrupt as e:
+        raise run_stopped(e, _stopped("interrupted", store)) from None
+    except Terminated as e:
+        raise run_stopped(e, _stopped("terminated (SIGTERM)", store)) from None
     except AgebatchError as e:
         if e.exit_code != EXIT_FAILED:
             raise
@@ -190,20 +261,17 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     }
     tally = RunTally()
     try:
-        store.assemble(meta, tally.add, lambda: {META_STATS: json.dumps(tally.stats(done))})
+        store.assemble(meta, tally.add, lambda: {META_STATS: json.dumps(tally.stats(done))}, expected_inputs=done + streamed)
     except AgebatchError as e:
         if e.exit_code != EXIT_FAILED:
             raise
         raise _io_failed(e, store) from e
-    if tally.inputs != done + streamed:
-        # Inputs lost or doubled between stream and shards is a bug, not a user error: keep the traceback.
-        raise RuntimeError(f"shards cover {tally.inputs} inputs, the run read {done + streamed}")
     stats = tally.stats(done)
     summary = tally.metrics.rows() if has_labels else []
     summary_path = None
     if has_labels:
         summary_path = job.summary_path
-        write_summary(summary_path, summary, stats, meta)
+        write_summary(summary_path, summary, stats, {**meta, META_RUN: json.dumps(signature, sort_keys=True)})
     store.finish({**stats, **meta})
     return InferResult(
         job.out, summary_path, tally.inputs, tally.rows, tally.rows - tally.errors, tally.errors, done, seconds, stream.name,

@@ -8,7 +8,6 @@ backend), `agebatch.pipeline.ray_stream.RayStream` on a Ray cluster. Everything 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,12 +17,12 @@ import numpy as np
 from agebatch.backends.base import Backend, Predictions
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import ResolvedModel
-from agebatch.batching import iter_batches, iter_images, ok_mask
-from agebatch.decode import DecodeOptions
 from agebatch.faces.align import template_for
-from agebatch.pipeline.detect import FaceColumns, detect_rows
-from agebatch.pipeline.job import DETECT_BATCH_IMAGES, InferJob
-from agebatch.sources import Item
+from agebatch.faces.cut import FaceColumns
+from agebatch.faces.stage import FaceStage
+from agebatch.io.batching import ok_mask
+from agebatch.io.sources import Item
+from agebatch.pipeline.job import InferJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +38,16 @@ class BatchResult:
     pred: Predictions  # one per row
     faces: FaceColumns | None = None
     inputs: int = -1  # inputs covered; -1: one per row
+    input_items: list[Item] | None = None  # one per input (detect mode); None: `items`, one row per input
 
     def __post_init__(self) -> None:
         if self.inputs < 0:
             object.__setattr__(self, "inputs", len(self.items))
+
+    @property
+    def input_keys(self) -> list[str | None]:
+        """The keys of the inputs covered, once each and in order (what a shard's footer digests)."""
+        return [i.key for i in (self.items if self.input_items is None else self.input_items)]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,7 +79,7 @@ def predict_ok(backend: Backend, images: np.ndarray, ok: np.ndarray) -> Predicti
 
 
 class LocalStream:
-    """Decode with `job.workers` threads (bounded, ordered) and predict in this process.
+    """Decode with `job.workers` threads (bounded, ordered), cut faces (`FaceStage`) and predict in this process.
 
     The backend is loaded here, before any work, so a broken model fails the run at once.
     """
@@ -84,29 +89,22 @@ class LocalStream:
         self.name = model.backend
         note = getattr(self.backend, "note", None)
         self.notes = [note] if note else []
-        self.options = model.card.decode_options()
-        self.batch_size = job.batch_size
-        self.workers = job.workers
-        self.job = job
-        self.template = template_for(model.card.face_template)
+        self.stage = face_stage(model, job)
 
     def predict(self, items: Iterator[Item]) -> Iterator[BatchResult]:
-        if self.job.faces == "detect":
-            yield from self._detect(items)
-            return
-        for batch in iter_batches(items, batch_size=self.batch_size, options=self.options, workers=self.workers):
-            yield BatchResult(batch.items, batch.errors, predict_ok(self.backend, batch.images, batch.ok))
-
-    def _detect(self, items: Iterator[Item]) -> Iterator[BatchResult]:
-        from agebatch.faces.detect import FaceFinder  # loads the detector models: only in detect mode
-
-        finder = FaceFinder(self.job.face_options)
-        side = self.job.face_options.work_side
-        photos = DecodeOptions(size=(side, side), max_pixels=self.options.max_pixels, max_bytes=self.options.max_bytes)
-        if self.job.save_crops is not None:
-            os.makedirs(self.job.save_crops, exist_ok=True)
-        per_batch = min(DETECT_BATCH_IMAGES, self.batch_size)
-        for batch in iter_images(items, options=photos, batch_size=per_batch, workers=self.workers):
-            rows = detect_rows(batch, finder, self.template, self.options, self.job.save_crops)
+        for rows in self.stage.rows(items):
             pred = predict_ok(self.backend, rows.crops, ok_mask(rows.errors))
-            yield BatchResult(rows.items, rows.errors, pred, rows.columns, rows.inputs)
+            yield BatchResult(rows.items, rows.errors, pred, rows.columns, rows.inputs, rows.input_items)
+
+
+def face_stage(model: ResolvedModel, job: InferJob) -> FaceStage:
+    """The one `FaceStage` of a run: the job's face mode and options, the model card's input and template."""
+    return FaceStage(
+        job.faces,
+        model.card.decode_options(),
+        job.face_options,
+        template_for(model.card.face_template),
+        job.batch_size,
+        job.workers,
+        job.save_crops,
+    )

@@ -6,19 +6,98 @@ Stored whole in the model card (``training.config``), so a card says how to rebu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from agebatch.errors import AgebatchError
-from agebatch.faces.options import FACE_MODES
-from agebatch.manifest import SplitSpec
+from agebatch.faces.options import DATA_ENV, DEFAULT_FACES, FACE_MODES, default_data
+from agebatch.io.splits import SplitSpec
 from agebatch.models.heads import AGE_HEADS, AgeHead
+
+
+def _check_p(name: str, p: float) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise AgebatchError(f"augmentation probability {name} must lie in [0, 1] (got {p})")
+
+
+def _check_range(name: str, lo: float, hi: float, low: float, high: float) -> None:
+    if not low <= lo <= hi <= high:
+        raise AgebatchError(f"augmentation range {name} must satisfy {low} <= min <= max <= {high} (got {lo}, {hi})")
+
+
+@dataclass(frozen=True, slots=True)
+class QualityConfig:
+    """Per-face image-quality changes; each knob is a probability and a range. `p=0` everywhere turns it off.
+
+    The sharpen and soften probabilities are exclusive per face (one draw decides), so a face
+    is made sharper, softer or left as it is, never both.
+    """
+
+    sharpen_p: float = 0.4  # unsharp mask: a crop as sharp as a press photo
+    sharpen_amount: tuple[float, float] = (0.6, 2.5)  # out = x + amount * (x - blur(x))
+    sharpen_sigma: tuple[float, float] = (0.7, 1.6)  # px, of the unsharp mask's blur
+    resize_p: float = 0.2  # lower effective resolution: down to `resize_px`, back up
+    resize_px: tuple[int, int] = (24, 96)  # side of the down-sized copy (of a 128-px crop)
+    blur_p: float = 0.1  # Gaussian blur instead of a down/up resize
+    blur_sigma: tuple[float, float] = (0.5, 1.8)  # px
+    jpeg_p: float = 0.3  # JPEG re-encode
+    jpeg_quality: tuple[int, int] = (20, 95)
+    noise_p: float = 0.15  # Gaussian sensor noise
+    noise_sigma: tuple[float, float] = (1.0, 6.0)  # in 0-255 units
+    gamma_p: float = 0.3  # x ** gamma on [0, 1]
+    gamma: tuple[float, float] = (0.7, 1.4)
+    temperature_p: float = 0.3  # colour temperature: red and blue gains in opposite directions
+    temperature: float = 0.08  # gain in [1 - t, 1 + t]
+
+    def __post_init__(self) -> None:
+        for name in ("sharpen_p", "resize_p", "blur_p", "jpeg_p", "noise_p", "gamma_p", "temperature_p"):
+            _check_p(name, getattr(self, name))
+        if self.sharpen_p + self.resize_p + self.blur_p > 1.0:
+            raise AgebatchError("sharpen_p + resize_p + blur_p must not exceed 1 (one sharpness change per face)")
+        _check_range("sharpen_amount", *self.sharpen_amount, 0.0, 10.0)
+        _check_range("sharpen_sigma", *self.sharpen_sigma, 0.1, 10.0)
+        _check_range("resize_px", *self.resize_px, 4, 4096)
+        _check_range("blur_sigma", *self.blur_sigma, 0.1, 10.0)
+        _check_range("jpeg_quality", *self.jpeg_quality, 1, 100)
+        _check_range("noise_sigma", *self.noise_sigma, 0.0, 64.0)
+        _check_range("gamma", *self.gamma, 0.1, 10.0)
+        _check_range("temperature", self.temperature, self.temperature, 0.0, 0.5)
+
+    @classmethod
+    def off(cls) -> QualityConfig:
+        return cls(sharpen_p=0, resize_p=0, blur_p=0, jpeg_p=0, noise_p=0, gamma_p=0, temperature_p=0)
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            getattr(self, n) > 0 for n in ("sharpen_p", "resize_p", "blur_p", "jpeg_p", "noise_p", "gamma_p", "temperature_p")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class AugmentConfig:
+    flip: bool = True
+    rotate_deg: float = 10.0
+    shift: float = 0.06  # fraction of the side
+    zoom: float = 0.10  # scale in [1 - zoom, 1 + zoom]
+    brightness: float = 0.20  # additive, fraction of 255
+    contrast: float = 0.20  # multiplicative around the mean
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.rotate_deg <= 90 and 0 <= self.shift < 0.5 and 0 <= self.zoom < 1):
+            raise AgebatchError("augmentation: rotate_deg in [0, 90], shift in [0, 0.5), zoom in [0, 1)")
+        if not (0 <= self.brightness <= 1 and 0 <= self.contrast < 1):
+            raise AgebatchError("augmentation: brightness in [0, 1], contrast in [0, 1)")
 
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     kind: Literal["custom", "pretrained"]
-    data: str = "../shared/data/utkface"
+    data: str | None = field(default_factory=default_data)  # None: $AGEBATCH_DATA unset and no --data given
     out: str = "runs"
     name: str | None = None  # default: modelA (custom) / modelB (pretrained)
     backbone: str = "efficientnet-lite0"
@@ -41,7 +120,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     limit: int | None = None  # only the first N labelled faces (tests, quick trials)
-    faces: str = "detect"  # "detect": train on inference's detect + align crops; "crop": each file resized whole
+    faces: str = DEFAULT_FACES  # "detect": train on inference's detect + align crops; "crop": each file resized whole
     crop_cache: str | None = None  # folder of the aligned-crop cache (None: $AGEBATCH_CACHE or ~/.cache/agebatch; "": off)
     init: str | None = None  # start from this .keras model's weights (layers matched by name)
     # Model A size
@@ -53,6 +132,7 @@ class TrainConfig:
     feature_cache: bool = False  # train the upper blocks on cached lower-block features
     aug_copies: int = 4  # augmented copies per face in the feature cache
     mirror_tta: bool = True  # ship the model averaged over each face and its mirror (models/serving.py)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # train split only; its quality stage: train/augment.py
 
     def __post_init__(self) -> None:
         if self.kind not in ("custom", "pretrained"):
@@ -66,8 +146,17 @@ class TrainConfig:
         if self.init is not None and not os.path.isfile(self.init):
             raise AgebatchError(f"--init model not found: {self.init}")
         if self.resume and self.overwrite:
-            raise AgebatchError("--resume continues a run folder and --overwrite deletes it: pass one of them")
+            raise AgebatchError("--resume continues a run and --overwrite starts it over: pass one of them")
+        if not (0 < self.lr < 1 and 0 <= self.weight_decay < 1 and self.age_weight >= 0 and self.gender_weight >= 0):
+            raise AgebatchError("--lr must lie in (0, 1), --weight-decay in [0, 1), loss weights must be 0 or more")
         SplitSpec(self.val, self.test, self.split_seed)  # validates the fractions
+
+    @property
+    def data_path(self) -> str:
+        """`data`, or exit 2 saying how to give it (a config may be built without data: benches, tests)."""
+        if not self.data:
+            raise AgebatchError(f"no training data: pass --data DIR (a UTKFace-style folder or a manifest) or set {DATA_ENV}")
+        return self.data
 
     @property
     def split(self) -> SplitSpec:

@@ -1,6 +1,6 @@
 """Training faces cut by inference's own detect + align stage, cached by content hash.
 
-``infer --faces detect`` feeds a model the crop `agebatch.pipeline.detect.detect_rows`
+``infer --faces detect`` feeds a model the crop `agebatch.faces.cut.detect_rows`
 cuts around the largest face; training calls the same function on the same decode of
 the file, so training and inference see one crop geometry (a UTKFace crop whose face
 already sits on the template is resized whole there and here alike). Detection costs
@@ -21,16 +21,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from agebatch.atomic import AtomicFile
-from agebatch.decode import DecodeOptions
 from agebatch.faces.align import FaceTemplate
 from agebatch.faces.options import FaceOptions
-from agebatch.sources import Item
+from agebatch.io.atomic import AtomicFile
+from agebatch.io.decode import DecodeOptions
+from agebatch.io.sources import Item
 
 #: Bump when detect_rows changes the pixels it cuts for the same inputs.
 CROP_VERSION = 1
-#: Photos per detector call while filling the cache (as `infer --faces detect` batches them).
-DETECT_BATCH = 32
 
 
 def default_cache_dir() -> str:
@@ -62,26 +60,10 @@ class AlignedFaces:
 def _detect(
     items: Sequence[Item], model_input: DecodeOptions, template: FaceTemplate, faces: FaceOptions, workers: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The largest face of each item, cut exactly as `infer --faces detect` cuts it."""
-    from agebatch.batching import iter_images
-    from agebatch.faces.detect import FaceFinder
-    from agebatch.pipeline.detect import detect_rows
+    """The largest face of each item, cut exactly as `infer --faces detect` cuts it (the same `FaceStage`)."""
+    from agebatch.faces.stage import FaceStage
 
-    finder = FaceFinder(faces)
-    photos = DecodeOptions(
-        size=(faces.work_side, faces.work_side), max_pixels=model_input.max_pixels, max_bytes=model_input.max_bytes
-    )
-    crops = np.zeros((len(items), *model_input.size, 3), np.uint8)
-    found = np.zeros(len(items), bool)
-    for batch in iter_images(items, options=photos, batch_size=DETECT_BATCH, workers=workers):
-        rows = detect_rows(batch, finder, template, model_input)
-        # Rows come image by image; each image starts with face 0 (its largest) or face -1 (no face, or unreadable).
-        starts = np.flatnonzero(rows.columns.face <= 0)
-        for i, r in enumerate(starts):
-            if rows.columns.face[r] == 0:
-                crops[batch.start + i] = rows.crops[r]
-                found[batch.start + i] = True
-    return crops, found
+    return FaceStage("detect", model_input, faces, template, workers=workers).largest_faces(items)
 
 
 def _read_cache(folder: str) -> tuple[dict[str, int], np.ndarray | None, np.ndarray]:

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agebatch.batching import iter_batches
-from agebatch.decode import DecodeOptions
 from agebatch.errors import AgebatchError
 from agebatch.faces.align import FaceTemplate, default_template
-from agebatch.manifest import SplitSpec, find_conflicts, hash_file
-from agebatch.parallel import ordered_map
-from agebatch.sources import Item, iter_items
+from agebatch.io.batching import iter_batches
+from agebatch.io.decode import DecodeOptions
+from agebatch.io.manifest import find_conflicts, hash_file
+from agebatch.io.parallel import ordered_map
+from agebatch.io.sources import Item, iter_items
+from agebatch.io.splits import SplitSpec
 from agebatch.train.crops import aligned_faces
 
 

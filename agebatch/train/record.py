@@ -1,6 +1,6 @@
 """What a finished training run leaves behind: the model, its card, metrics, history and curves.
 
-Every file goes through `agebatch.atomic` (the model too), so an interrupted finish never
+Every file goes through `agebatch.io.atomic` (the model too), so an interrupted finish never
 leaves a half-written card or model under its final name.
 """
 
@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from agebatch import __version__
-from agebatch.atomic import AtomicFile
 from agebatch.backends.base import Predictions
 from agebatch.faces.align import default_template
-from agebatch.jsonio import write_json_atomic
+from agebatch.io.atomic import AtomicFile
+from agebatch.io.jsonio import write_json_atomic
+from agebatch.machine import machine_facts
 from agebatch.metrics import summarize
 from agebatch.models.card import ModelCard, card_path, load_card, model_outputs
 from agebatch.train.config import TrainConfig
@@ -55,7 +56,10 @@ def write_run(
     log: Any,
     calibration: dict[str, Any] | None = None,
 ) -> str:
-    """Save the served `model` and everything about the run; `calibration` is `agebatch.calibrate.Calibration.to_dict()`."""
+    """Save the served `model` and everything about the run.
+
+    `calibration` is `agebatch.models.calibration.Calibration.to_dict()`.
+    """
     import keras
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -95,6 +99,8 @@ def write_run(
             "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
             "train_images_per_s": round(n_train / float(np.median(epoch_seconds)), 1) if epoch_seconds else None,
             "wall_seconds": state["wall_seconds"],
+            # img/s above were measured here; the load at the start says whether the cores were shared.
+            "machine": {**machine_facts(), "load_average_at_start": state.get("load_average_at_start")},
             "test_time_augmentation": "mirror: mean of the face and its left-right mirror" if cfg.mirror_tta else None,
             "params": int(model.count_params()),
         },

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from agebatch.decode import DecodeOptions
-from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, Terminated, check_terminated, unfinished
-from agebatch.jsonio import read_json, write_json_atomic
-from agebatch.lock import OutputLock
+from agebatch.errors import AgebatchError, Terminated, check_terminated, run_stopped, unfinished
+from agebatch.io.decode import DecodeOptions
+from agebatch.io.jsonio import read_json, write_json_atomic
+from agebatch.io.lock import OutputLock
+from agebatch.machine import load_average
 from agebatch.models.heads import AGE_BIN_CENTERS, HEAD_LOSS_LAYER
 from agebatch.models.pretrained import copy_weights, freeze_lite0_below, split_lite0
 from agebatch.train.augment import augment_batch
@@ -78,7 +79,7 @@ def _batches(x: np.ndarray, age: np.ndarray, gender: np.ndarray, cfg: TrainConfi
             idx = np.sort(self.order[i * cfg.batch_size : (i + 1) * cfg.batch_size])
             xb = x[idx]
             if augment:
-                xb = augment_batch(xb, self.rng)
+                xb = augment_batch(xb, self.rng, cfg.augment)
             return xb, _targets(age[idx], gender[idx], cfg.age_head)
 
         def on_epoch_end(self) -> None:
@@ -190,8 +191,8 @@ def _prepare_run(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig, log: Any = print) -> str:
     """Train one model end to end and return its run folder (locked against a second run on it meanwhile)."""
-    if not os.path.exists(cfg.data):
-        raise AgebatchError(f"no such file or folder: {cfg.data}")
+    if not os.path.exists(cfg.data_path):
+        raise AgebatchError(f"no such file or folder: {cfg.data_path}")
     try:
         os.makedirs(cfg.out, exist_ok=True)
     except OSError as e:
@@ -207,7 +208,7 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
     size = (cfg.image_size, cfg.image_size)
     t_start = time.perf_counter()
     data = load_training_data(
-        cfg.data,
+        cfg.data_path,
         split=cfg.split,
         options=DecodeOptions(size=size),
         limit=cfg.limit,
@@ -238,7 +239,7 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
     fit_model = top
     n_train = len(tr) * (1 + cfg.aug_copies) if cached else len(tr)
 
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"load_average_at_start": load_average()}
     initial_epoch = 0
     train_model = _training_model(fit_model, cfg.age_head)
     ckpt_dir = os.path.join(run, "checkpoints")
@@ -261,7 +262,7 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
         if cached:
             t0 = time.perf_counter()
             rng = np.random.default_rng(cfg.seed + 1)
-            copies = [tr.images] + [augment_batch(tr.images, rng) for _ in range(cfg.aug_copies)]
+            copies = [tr.images] + [augment_batch(tr.images, rng, cfg.augment) for _ in range(cfg.aug_copies)]
             x_tr = np.concatenate([_features(bottom, c) for c in copies])
             y_age, y_gender = np.tile(tr.age, len(copies)), np.tile(tr.gender, len(copies))
             x_va = _features(bottom, va.images)
@@ -281,9 +282,8 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
                 train_seq, validation_data=val_seq, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
             )
         except (KeyboardInterrupt, Terminated) as e:
-            code = EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_TERMINATED
             done = f"after epoch {state['epoch']}" if "epoch" in state else "before the first epoch ended"
-            raise AgebatchError(f"training stopped {done}; rerun the same command with --resume to continue", code) from None
+            raise run_stopped(e, f"training stopped {done}; rerun the same command with --resume to continue") from None
     train_model.load_weights(os.path.join(ckpt_dir, "best.keras"))
     if cached:
         copy_weights(fit_model, model)
@@ -291,7 +291,7 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
 
     calibration = None
     if has_distribution(model):
-        from agebatch.calibrate import calibrate
+        from agebatch.models.calibration import calibrate
 
         model, calibration = calibrate(model, va.images, va.age, mirror=cfg.mirror_tta)
         log(f"calibrated: {calibration.summary()}")

@@ -1,6 +1,6 @@
 """Incremental Parquet writing that never leaves a file looking complete when it is not.
 
-Rows go to a hidden temporary file beside the target (`agebatch.atomic`); only
+Rows go to a hidden temporary file beside the target (`agebatch.io.atomic`); only
 `close()` after a successful run fsyncs it and renames it to the requested name. A
 crash, Ctrl-C or `kill -9` leaves at most a ``.NAME.tmp-XXXX`` file, never a
 truncated ``NAME``; any failure the process survives removes the temporary file.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import os
 from collections.abc import Mapping
 from types import TracebackType
@@ -20,17 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agebatch import __version__
-from agebatch.atomic import AtomicFile
-from agebatch.errors import EXIT_FAILED, AgebatchError, already_exists
-from agebatch.schemas import META_CREATED, META_ROWS, META_VERSION
-
-
-def _io_error(path: str, e: OSError) -> AgebatchError:
-    if e.errno == errno.ENOSPC:
-        return AgebatchError(f"disk full while writing {path}; nothing was kept", EXIT_FAILED)
-    if e.errno == errno.EDQUOT or e.errno == errno.EFBIG:
-        return AgebatchError(f"size limit reached while writing {path}; nothing was kept", EXIT_FAILED)
-    return AgebatchError(f"cannot write {path}: {e.strerror or e}", EXIT_FAILED)
+from agebatch.errors import AgebatchError, already_exists
+from agebatch.io.atomic import AtomicFile, io_error
+from agebatch.io.schemas import META_CREATED, META_ROWS, META_VERSION
 
 
 def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> str:
@@ -39,7 +30,7 @@ def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) 
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise AgebatchError(f"output {path} is a folder; give a file name")
-    if os.path.exists(path) and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise already_exists(f"output {path}")
     if not os.path.isdir(folder):
         raise AgebatchError(f"output folder does not exist: {folder}")
@@ -79,7 +70,7 @@ class ParquetWriter:
             self._writer = pq.ParquetWriter(self.tmp_path, self.schema, compression=compression)
         except OSError as e:
             self._file.abort()  # the open may have created the file before failing
-            raise _io_error(self.path, e) from e
+            raise io_error(self.path, e) from e
 
     def write(self, data: pa.RecordBatch | pa.Table | Mapping[str, Any]) -> None:
         """Append rows as one row group. A mapping is read as columns under the schema."""
@@ -93,7 +84,7 @@ class ParquetWriter:
             self._writer.write_table(data)
         except OSError as e:
             self.abort()
-            raise _io_error(self.path, e) from e
+            raise io_error(self.path, e) from e
         self.rows += data.num_rows
 
     def close(self, metadata: Mapping[str, str] | None = None) -> str:
@@ -106,7 +97,7 @@ class ParquetWriter:
             self._file.commit()
         except OSError as e:
             self.abort()
-            raise _io_error(self.path, e) from e
+            raise io_error(self.path, e) from e
         self._closed = True
         return self.path
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from agebatch.atomic import AtomicFile
 from agebatch.backends.base import Predictions
+from agebatch.io.atomic import AtomicFile
 from agebatch.models.card import INPUT_NAME
 
 #: Nodes whose Keras layer name starts with "age" (tf2onnx names them "model/age_bins_1/MatMul").

@@ -12,9 +12,12 @@ insist on it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from types import TracebackType
+
+from agebatch.errors import EXIT_FAILED, AgebatchError
 
 #: Files agebatch hands to users are meant to be shared (mkstemp-style 0600 is not).
 DEFAULT_MODE = 0o644
@@ -37,11 +40,54 @@ def temp_name(path: str) -> str:
     return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}{ext}")
 
 
+def io_error(path: str, e: OSError) -> AgebatchError:
+    """One wording for a failed write of `path`: disk full and size limits say so (exit 1)."""
+    if e.errno == errno.ENOSPC:
+        return AgebatchError(f"disk full while writing {path}; nothing was kept", EXIT_FAILED)
+    if e.errno in (errno.EDQUOT, errno.EFBIG):
+        return AgebatchError(f"size limit reached while writing {path}; nothing was kept", EXIT_FAILED)
+    return AgebatchError(f"cannot write {path}: {e.strerror or e}", EXIT_FAILED)
+
+
+def refuse_symlink(path: str) -> AgebatchError:
+    """The one wording for a symbolic link found where agebatch creates a file or folder of its own."""
+    return AgebatchError(
+        f"refusing to write through the symbolic link {path}; remove it (agebatch never follows links it did not make)"
+    )
+
+
+def check_not_symlink(path: str) -> None:
+    """Raise `refuse_symlink` when `path` is a symbolic link (dangling or not)."""
+    if os.path.islink(path):
+        raise refuse_symlink(path)
+
+
+def create_exclusive(path: str, mode: int = 0o600) -> None:
+    """Create `path` as a new empty file, never through a link and never over an existing name."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode))
+    except FileExistsError:
+        raise (
+            refuse_symlink(path) if os.path.islink(path) else AgebatchError(f"{path} appeared while agebatch created it")
+        ) from None
+
+
+def probe_writable(folder: str, what: str) -> None:
+    """Fail now, not after the work, when no file can be created in `folder` (read-only mount, permissions, root too)."""
+    probe = os.path.join(folder or ".", f".agebatch-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        create_exclusive(probe)
+        os.unlink(probe)
+    except OSError as e:
+        reason = "read-only file system" if e.errno == errno.EROFS else (e.strerror or str(e))
+        raise AgebatchError(f"{what} folder is not writable: {folder} ({reason})") from e
+
+
 class AtomicFile:
     """A path to write `tmp` at, moved to `path` by `commit()` or removed by `abort()`.
 
     As a context manager it commits when the block ends normally and aborts when it
-    raises. Writers that own the file's lifetime (`agebatch.writer.ParquetWriter`)
+    raises. Writers that own the file's lifetime (`agebatch.io.writer.ParquetWriter`)
     call `commit`/`abort` themselves.
     """
 
@@ -50,6 +96,12 @@ class AtomicFile:
         self.tmp = temp_name(self.path)
         self.mode = mode
         self.done = False
+        # The temporary name is ours before any writer opens it (O_EXCL | O_NOFOLLOW): a writer that opens
+        # it by name truncates our own empty file, never a file a planted link points to.
+        try:
+            create_exclusive(self.tmp)
+        except OSError as e:
+            raise io_error(self.path, e) from e
 
     def commit(self) -> str:
         """fsync the temporary file, rename it over `path`, fsync the folder; return `path`."""

@@ -14,15 +14,15 @@ import numpy as np
 
 from agebatch.artifacts import sha256_file, write_sidecar
 from agebatch.backends.base import Predictions
+from agebatch.backends.export import convert_fp16, export_onnx, parity  # each imports its converter when called
 from agebatch.backends.keras import KerasBackend
 from agebatch.backends.registry import load_backend
 from agebatch.backends.resolve import NO_TTA, has_tta
-from agebatch.batching import iter_batches
 from agebatch.errors import AgebatchError
-from agebatch.export import convert_fp16, export_onnx, parity  # each imports its converter when called
-from agebatch.lock import OutputLock
+from agebatch.io.batching import iter_batches
+from agebatch.io.lock import OutputLock
+from agebatch.io.sources import iter_items, samples_dir
 from agebatch.models.card import ModelCard
-from agebatch.sources import iter_items, samples_dir
 
 MAX_PARITY_FACES = 512
 

@@ -12,9 +12,11 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from types import TracebackType
 
 from agebatch.errors import AgebatchError
+from agebatch.io.atomic import refuse_symlink
 
 
 def lock_path(target: str) -> str:
@@ -36,9 +38,15 @@ class OutputLock:
             raise AgebatchError(f"output folder does not exist: {folder}")
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+                # O_NOFOLLOW: a symlink planted at the lock's name would otherwise have us truncate its target.
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
             except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise refuse_symlink(self.path) from None
                 raise AgebatchError(f"cannot write in {folder}: {e.strerror or e}") from e
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise AgebatchError(f"{self.path} is not a regular file; remove it first")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:

@@ -15,36 +15,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 from agebatch.errors import AgebatchError
-from agebatch.parallel import ordered_map
-from agebatch.schemas import MANIFEST, META_SCHEMA, META_SCHEMA_VERSION, META_SOURCE, META_STATS, SCHEMA_VERSION, SPLITS
-from agebatch.sources import Item, iter_items
+from agebatch.io.parallel import ordered_map
+from agebatch.io.schemas import MANIFEST, META_SCHEMA, META_SCHEMA_VERSION, META_SOURCE, META_STATS, SCHEMA_VERSION, SPLITS
+from agebatch.io.sources import Item, display_key, iter_items, key_bytes
+from agebatch.io.splits import SplitSpec
 
 #: Metadata key holding the split parameters as JSON.
 META_SPLIT = "agebatch.split"
 _READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class SplitSpec:
-    """Fractions of distinct images for validation and test; the rest is train."""
-
-    val: float = 0.1
-    test: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
-            raise AgebatchError(f"split fractions must be >= 0 and leave room for train (val={self.val}, test={self.test})")
-
-    def assign(self, sha256: str) -> str:
-        """Map a content hash to train/val/test, uniformly and independently of other files."""
-        digest = hashlib.sha256(f"{self.seed}:{sha256}".encode()).digest()
-        u = int.from_bytes(digest[:8], "big") / 2**64
-        if u < self.test:
-            return "test"
-        if u < self.test + self.val:
-            return "val"
-        return "train"
 
 
 @dataclass(slots=True)
@@ -132,7 +110,7 @@ def build_manifest(
     move together) unless `absolute_paths`. Files that cannot be read keep their row
     with a null hash and null split, and are counted as unreadable.
     """
-    from agebatch.writer import ParquetWriter, check_output_path
+    from agebatch.io.writer import ParquetWriter, check_output_path
 
     split = split or SplitSpec()
     out = check_output_path(out, overwrite=overwrite)
@@ -174,7 +152,9 @@ def build_manifest(
             rep.dropped_files += 1
             continue
         path = os.path.abspath(item.path)
-        columns["path"].append(path if absolute_paths else os.path.relpath(path, out_dir))
+        path = path if absolute_paths else os.path.relpath(path, out_dir)
+        columns["path"].append(display_key(path))
+        columns["path_bytes"].append(key_bytes(path))
         columns["age"].append(item.age)
         columns["gender"].append(item.gender)
         columns["race"].append(item.race)

@@ -1,25 +1,22 @@
-"""Calibrating a model's 80% age interval on the validation split.
+"""Calibration maths: one temperature on a model's age logits so that [p10, p90] holds 80% of ages.
 
 A network trained with cross-entropy on one-year bins is usually too sure of itself: its
 raw [p10, p90] holds fewer than 80% of true ages. One temperature T on the age logits
 (`agebatch.ages.temper`) widens or narrows every face's distribution; it is fitted on the
 validation split only, so that 80% of validation ages fall inside, then built into the
 served graph (`agebatch.models.serving`) and recorded in the card. The test split is
-only ever scored with the T the validation split chose.
+only ever scored with the T the validation split chose. Training (`agebatch.train`) and
+the `calibrate` / `ensemble` commands use it; it depends on neither.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from agebatch.ages import AGE_BIN_CENTERS, INTERVAL, coverage, distribution_stats, fit_temperature
-from agebatch.manifest import SplitSpec
-from agebatch.models.card import card_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,49 +77,3 @@ def calibrate(model: Any, images: np.ndarray, ages: np.ndarray, *, mirror: bool)
 
     cal = fit_calibration(distributions(model, images, mirror=mirror), ages)
     return serving_model(model, mirror=mirror, temperature=cal.temperature), cal
-
-
-def calibrate_file(
-    model_path: str,
-    data: str,
-    *,
-    split: SplitSpec | None = None,
-    cache_dir: str | None = None,
-    log: Callable[[str], object] = print,
-) -> Calibration:
-    """Calibrate the model at `model_path` on the validation split of `data` and rewrite it and its card in place.
-
-    For a model trained before calibration existed, or after a new validation split. The
-    card's val/test metrics are recomputed with the served model (intervals included);
-    ONNX and TensorRT exports must be rebuilt from it (`agebatch build-engine`).
-    """
-    from agebatch.backends.keras import load_keras_model
-    from agebatch.errors import AgebatchError
-    from agebatch.faces.align import template_for
-    from agebatch.lock import OutputLock
-    from agebatch.models.card import load_card, model_outputs
-    from agebatch.models.serving import has_distribution, is_mirrored
-    from agebatch.train.data import load_training_data
-    from agebatch.train.record import save_model, split_metrics
-
-    card = load_card(model_path)
-    model = load_keras_model(model_path)
-    if not has_distribution(model):
-        raise AgebatchError(f"{model_path} has no age distribution to calibrate (its age head is a plain regression)")
-    with OutputLock(os.path.splitext(model_path)[0]):
-        data_ = load_training_data(
-            data,
-            split=split or SplitSpec(),
-            options=card.decode_options(),
-            template=template_for(card.face_template),
-            cache_dir=cache_dir,
-            log=log,
-        )
-        va = data_.splits["val"]
-        served, cal = calibrate(model, va.images, va.age, mirror=is_mirrored(model))
-        card.calibration = cal.to_dict()
-        card.outputs = model_outputs(True)
-        card.metrics = {"val": split_metrics(served, va), "test": split_metrics(served, data_.splits["test"])}
-        save_model(served, model_path)
-        card.save(card_path(model_path))
-    return cal

@@ -7,7 +7,7 @@ models": Model A + Model B takes about 1.3x Model B's time, since A is the small
 
 The weights are the point of a 0.05 grid on the simplex with the lowest validation age MAE
 (gender follows the same weights); the interval temperature is then fitted to the mixture
-on the same split, as `agebatch.calibrate` does for one model. The test split is only scored.
+on the same split, as `agebatch.models.calibration` does for one model. The test split is only scored.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from agebatch.calibrate import Calibration
 from agebatch.errors import AgebatchError
-from agebatch.manifest import SplitSpec
+from agebatch.io.splits import SplitSpec
+from agebatch.models.calibration import Calibration
 
 #: Spacing of the weight grid. On A + B a 0.1 grid's best val age MAE was 4.462 and this one's 4.460: finer would not pay.
 WEIGHT_STEP = 0.05
@@ -89,9 +89,9 @@ def build_ensemble(
     from agebatch import __version__
     from agebatch.artifacts import sha256_file
     from agebatch.backends.keras import load_keras_model
-    from agebatch.calibrate import distributions, fit_calibration, raw_outputs
     from agebatch.faces.align import template_for
-    from agebatch.lock import OutputLock
+    from agebatch.io.lock import OutputLock
+    from agebatch.models.calibration import distributions, fit_calibration, raw_outputs
     from agebatch.models.card import OUTPUT_AGE, ModelCard, card_path, load_card, model_outputs
     from agebatch.models.serving import DISTRIBUTION, ensemble_of, has_distribution, is_mirrored, serving_model
     from agebatch.train.data import load_training_data

@@ -6,8 +6,8 @@ import json
 import os
 from typing import Any
 
-from agebatch.atomic import AtomicFile
 from agebatch.errors import AgebatchError
+from agebatch.io.atomic import AtomicFile
 
 
 def read_json(path: str, *, missing: str) -> Any:
@@ -22,7 +22,7 @@ def read_json(path: str, *, missing: str) -> Any:
 
 
 def write_json_atomic(path: str | os.PathLike[str], data: dict[str, Any]) -> None:
-    """Write `data` as indented JSON, atomically (`agebatch.atomic`)."""
+    """Write `data` as indented JSON, atomically (`agebatch.io.atomic`)."""
     with AtomicFile(path) as a, open(a.tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -12,23 +12,33 @@ Choices worth knowing:
   1/8 scale, fast and in 1/64 of the memory.
 - Other formats decode with ``IMREAD_UNCHANGED`` so alpha can be composited on white
   (dropping it would expose whatever colour transparent pixels happen to store) and
-  16-bit data scaled properly. OpenCV applies no EXIF orientation to them.
+  16-bit data scaled properly. OpenCV then applies no EXIF orientation to PNG and WebP,
+  so `agebatch.io.headers` reads it and `apply_orientation` turns them upright; TIFF's
+  decoder applies its own.
+- Every format's header gives the size and pixel layout (`agebatch.io.headers`); a file
+  whose header cannot be read is not decoded. Each decode reserves its estimated peak
+  memory from one process-wide budget (`BUDGET`, 1 GiB), so decode memory is bounded
+  per run, not per worker: more workers wait, they do not add gigabytes.
 - A JPEG without an end-of-image marker after its first scan is reported as
   truncated: some OpenCV builds decode such files into half-grey images silently.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from agebatch.sources import Item
+from agebatch.errors import AgebatchError
+from agebatch.io.headers import HeaderError, ImageHeader, jpeg_frame, read_header
+from agebatch.io.sources import Item
 
 Interpolation = Literal["linear", "area", "cubic", "nearest"]
 Fit = Literal["stretch", "crop", "pad"]
@@ -40,16 +50,6 @@ _INTERPOLATION = {
     "nearest": cv2.INTER_NEAREST,
 }
 _REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
-# JPEG start-of-frame markers carry the image size (C4 DHT, C8 JPG, CC DAC are not frames).
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-_MAGIC = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF8", "GIF"),
-    (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-)
 
 
 class DecodeError(Exception):
@@ -68,11 +68,11 @@ class DecodeOptions:
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATION:
-            raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}")
+            raise AgebatchError(f"interpolation must be one of {sorted(_INTERPOLATION)}")
         if self.fit not in ("stretch", "crop", "pad"):
-            raise ValueError("fit must be stretch, crop or pad")
-        if min(self.size) < 1:
-            raise ValueError("size must be positive")
+            raise AgebatchError("fit must be stretch, crop or pad")
+        if min(self.size) < 1 or self.max_pixels < 1 or self.max_bytes < 1:
+            raise AgebatchError("decode size, max_pixels and max_bytes must be positive")
 
 
 def read_file(path: str, max_bytes: int) -> bytes:
@@ -109,45 +109,79 @@ def read_file(path: str, max_bytes: int) -> bytes:
     return data
 
 
-def sniff_format(data: bytes) -> str | None:
-    for magic, name in _MAGIC:
-        if data.startswith(magic):
-            return name
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return None
+#: Memory that every decode in flight may take together, in this process, whatever the worker count:
+#: a decode reserves its estimated peak (`decode_cost`) before it allocates and waits while others hold
+#: the budget; a single image whose estimate exceeds it is an error row ("too large to decode").
+#: ``$AGEBATCH_DECODE_BUDGET_MIB`` changes it (a small machine, or a test of the bound itself).
+def _budget_mib() -> int:
+    value = os.environ.get("AGEBATCH_DECODE_BUDGET_MIB", "")
+    return int(value) if value.isdigit() and int(value) > 0 else 1024
+
+
+DECODE_BUDGET_BYTES = _budget_mib() << 20
+
+
+class DecodeBudget:
+    """A byte budget shared by decode threads (a counting semaphore in bytes)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        if nbytes > self.capacity:
+            raise DecodeError(
+                f"image too large to decode (needs ~{nbytes / 2**20:,.0f} MiB; the decode budget is "
+                f"{self.capacity / 2**20:,.0f} MiB)"
+            )
+        with self._cond:
+            while self.used + nbytes > self.capacity:
+                self._cond.wait()
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+#: The process-wide budget every decode reserves from (tests may swap in a smaller one).
+BUDGET = DecodeBudget(DECODE_BUDGET_BYTES)
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int]:
-    """Return (height, width, offset of the first scan) by walking the JPEG marker segments.
+    """(height, width, offset of the first scan) of a JPEG (raises DecodeError)."""
+    try:
+        h, w, _, sos, _ = jpeg_frame(data)
+    except HeaderError as e:
+        raise DecodeError(str(e)) from None
+    return h, w, sos
 
-    Walking segments (not searching bytes) skips EXIF thumbnails, which are complete
-    JPEGs with their own end markers inside the APP1 segment.
+
+def _jpeg_scale(h: int, w: int, opts: DecodeOptions) -> int:
+    """Largest libjpeg downscale that keeps the short side at or above the target's long side."""
+    need = max(opts.size)
+    for k in (8, 4, 2):
+        if min(h, w) // k >= need:
+            return k
+    return 1
+
+
+def decode_cost(header: ImageHeader, scale: int = 1) -> int:
+    """Estimated peak bytes of decoding `header`'s image at libjpeg reduction `scale`, until it is BGR uint8.
+
+    JPEG: the (reduced) output, plus for progressive files the coefficient buffer libjpeg
+    keeps for the whole image (2 bytes per coefficient and component). Other formats decode
+    whole: the decoded array, the codec's own RGBA buffer, and the BGR copy and rotation.
     """
-    i, n = 2, len(data)
-    height = width = -1
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            raise DecodeError("corrupt JPEG (bad marker in header)")
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        if marker == 0xD9:
-            raise DecodeError("corrupt JPEG (ends before any image data)")
-        seglen = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker == 0xDA:
-            if width < 0:
-                raise DecodeError("corrupt JPEG (no frame header)")
-            return height, width, i
-        if marker in _SOF_MARKERS and i + 9 <= n:
-            height = int.from_bytes(data[i + 5 : i + 7], "big")
-            width = int.from_bytes(data[i + 7 : i + 9], "big")
-        i += 2 + seglen
-    raise DecodeError("truncated JPEG (header incomplete)")
+    if header.format == "JPEG":
+        out = (header.height // scale) * (header.width // scale) * 3
+        return out + (header.pixels * header.channels * 2 if header.progressive else 0)
+    decoded = header.pixels * header.channels * header.bytes_per_channel
+    return decoded + header.pixels * (4 + 3 + (3 if header.orientation != 1 else 0))
 
 
 def _check_pixels(h: int, w: int, opts: DecodeOptions, scale: int = 1) -> None:
@@ -156,23 +190,11 @@ def _check_pixels(h: int, w: int, opts: DecodeOptions, scale: int = 1) -> None:
         raise DecodeError(f"image too large ({w}x{h} = {h * w / 1e6:.0f} MP > {opts.max_pixels / 1e6:.0f} MP limit)")
 
 
-def _decode_jpeg(data: bytes, opts: DecodeOptions) -> tuple[np.ndarray, int]:
-    h, w, sos = jpeg_header(data)
-    if data.find(b"\xff\xd9", sos) < 0:
-        raise DecodeError("truncated JPEG (no end-of-image marker)")
-    # Largest libjpeg downscale that keeps the short side at or above the target's long side.
-    need = max(opts.size)
-    scale = 1
-    if h > 0:
-        for k in (8, 4, 2):
-            if min(h, w) // k >= need:
-                scale = k
-                break
-        _check_pixels(h, w, opts, scale)
+def _imdecode_jpeg(data: bytes, scale: int) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED.get(scale, cv2.IMREAD_COLOR))
     if img is None:
         raise DecodeError("corrupt JPEG (decoder failed)")
-    return img, scale
+    return img
 
 
 def _to_bgr8(img: np.ndarray) -> np.ndarray:
@@ -189,12 +211,76 @@ def _to_bgr8(img: np.ndarray) -> np.ndarray:
     if channels == 1:
         return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if channels in (2, 4):
-        color = img[..., :1] if channels == 2 else img[..., :3]
-        alpha = img[..., -1:].astype(np.float32) * (1 / 255)
-        out = color.astype(np.float32) * alpha + 255.0 * (1.0 - alpha)  # composite on white
-        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-        return cv2.cvtColor(out, cv2.COLOR_GRAY2BGR) if channels == 2 else out
+        return _composite_on_white(img)
     raise DecodeError(f"unsupported channel count {channels}")
+
+
+#: Rows composited at a time: the float32 temporaries of a 64 MP image would otherwise take ~1.5 GB.
+_COMPOSITE_ROWS = 256
+
+
+def _composite_on_white(img: np.ndarray) -> np.ndarray:
+    """Grey+alpha or BGRA uint8 -> BGR on white, a band of rows at a time (bounded temporaries)."""
+    h, w, channels = img.shape
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, _COMPOSITE_ROWS):
+        band = img[y : y + _COMPOSITE_ROWS]
+        color = band[..., :1] if channels == 2 else band[..., :3]
+        alpha = band[..., -1:].astype(np.float32) * (1 / 255)
+        mixed = np.clip(color.astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+        out[y : y + _COMPOSITE_ROWS] = np.repeat(mixed, 3, axis=2) if channels == 2 else mixed
+    return out
+
+
+def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn an image stored with EXIF `orientation` (1-8; 1: as stored) upright."""
+    if orientation == 2:
+        return cv2.flip(img, 1)
+    if orientation == 3:
+        return cv2.rotate(img, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(img, 0)
+    if orientation == 5:  # transpose: mirror across the main diagonal
+        return np.ascontiguousarray(np.swapaxes(img, 0, 1))
+    if orientation == 6:
+        return cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:  # transverse: mirror across the other diagonal
+        return np.ascontiguousarray(np.swapaxes(img, 0, 1)[::-1, ::-1])
+    if orientation == 8:
+        return cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return img
+
+
+@contextlib.contextmanager
+def decoding(data: bytes, opts: DecodeOptions) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode to upright BGR uint8 within the shared budget; yield it with libjpeg's reduction (1, 2, 4 or 8).
+
+    The header is read first (size, layout, orientation): a file over `max_pixels`, or whose
+    decode would not fit the budget, fails before any pixel is allocated. The budget is held
+    while the block runs, so callers resize the image inside it. The reduction factor maps
+    decoded pixels back to the source's: boxes are reported in source pixels.
+    """
+    try:
+        header = read_header(data)
+    except HeaderError as e:
+        raise DecodeError(str(e)) from None
+    if header.format == "JPEG":
+        h, w, sos = jpeg_header(data)
+        if data.find(b"\xff\xd9", sos) < 0:
+            raise DecodeError("truncated JPEG (no end-of-image marker)")
+        scale = _jpeg_scale(h, w, opts)
+        _check_pixels(h, w, opts, scale)
+        with BUDGET.reserve(decode_cost(header, scale)):
+            yield _imdecode_jpeg(data, scale), scale  # IMREAD_COLOR applies EXIF orientation
+        return
+    _check_pixels(header.height, header.width, opts)
+    with BUDGET.reserve(decode_cost(header)):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise DecodeError(f"corrupt or unsupported {header.format} image")
+        _check_pixels(img.shape[0], img.shape[1], opts)  # the header's size, as the decoder saw it
+        # IMREAD_UNCHANGED applies no EXIF orientation to PNG and WebP (TIFF's decoder applies its own).
+        yield apply_orientation(_to_bgr8(img), header.orientation), 1
 
 
 def decode_bytes(data: bytes, opts: DecodeOptions) -> np.ndarray:
@@ -203,29 +289,13 @@ def decode_bytes(data: bytes, opts: DecodeOptions) -> np.ndarray:
 
 
 def decode_scaled(data: bytes, opts: DecodeOptions) -> tuple[np.ndarray, int]:
-    """Decode to BGR uint8; also return libjpeg's reduction factor (1, 2, 4 or 8; 1 for other formats).
-
-    The factor maps decoded pixels back to the source's: face boxes are reported in the
-    source image's pixels even when the photo was decoded at 1/8 of its size.
-    """
-    fmt = sniff_format(data)
-    if fmt == "JPEG":
-        return _decode_jpeg(data, opts)
-    if fmt == "PNG":
-        if len(data) < 24 or data[12:16] != b"IHDR":
-            raise DecodeError("corrupt PNG (no image header)")
-        _check_pixels(int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big"), opts)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        if fmt is None:
-            raise DecodeError("not an image (unrecognised file format)")
-        raise DecodeError(f"corrupt or unsupported {fmt} image")
-    _check_pixels(img.shape[0], img.shape[1], opts)
-    return _to_bgr8(img), 1
+    """`decoding` for callers that keep the whole image (tests, one-off tools): the budget is released on return."""
+    with decoding(data, opts) as decoded:
+        return decoded
 
 
-def fit_resize(img: np.ndarray, opts: DecodeOptions, out: np.ndarray) -> None:
-    """Resize BGR `img` into `out` (H, W, 3) as RGB, following `opts.fit`."""
+def fit_resize(img: np.ndarray, opts: DecodeOptions, out: np.ndarray, *, rgb: bool = False) -> None:
+    """Resize BGR `img` (RGB with `rgb`) into `out` (H, W, 3) as RGB, following `opts.fit`."""
     th, tw = opts.size
     interp = _INTERPOLATION[opts.interpolation]
     h, w = img.shape[:2]
@@ -244,10 +314,13 @@ def fit_resize(img: np.ndarray, opts: DecodeOptions, out: np.ndarray) -> None:
         small = cv2.resize(img, (nw, nh), interpolation=interp)
         out[...] = 0
         y0, x0 = (th - nh) // 2, (tw - nw) // 2
-        out[y0 : y0 + nh, x0 : x0 + nw] = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        out[y0 : y0 + nh, x0 : x0 + nw] = small if rgb else cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
         return
     if img.shape[0] != th or img.shape[1] != tw:
         img = cv2.resize(img, (tw, th), interpolation=interp)
+    if rgb:
+        out[...] = img
+        return
     # Convert after resizing: the small image is cheaper to convert than the full one.
     cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out)
 
@@ -255,7 +328,8 @@ def fit_resize(img: np.ndarray, opts: DecodeOptions, out: np.ndarray) -> None:
 def load_image(path: str, opts: DecodeOptions) -> np.ndarray:
     """Read and decode one file to an RGB uint8 array of ``opts.size`` (raises DecodeError)."""
     out = np.empty((*opts.size, 3), np.uint8)
-    fit_resize(decode_bytes(read_file(path, opts.max_bytes), opts), opts, out)
+    with decoding(read_file(path, opts.max_bytes), opts) as (bgr, _):
+        fit_resize(bgr, opts, out)
     return out
 
 
@@ -267,7 +341,8 @@ def decode_into(items: Sequence[Item], out: np.ndarray, opts: DecodeOptions) -> 
     errors: list[str | None] = []
     for item, row in zip(items, out, strict=True):
         try:
-            fit_resize(decode_bytes(read_file(item.path, opts.max_bytes), opts), opts, row)
+            with decoding(read_file(item.path, opts.max_bytes), opts) as (bgr, _):
+                fit_resize(bgr, opts, row)
             errors.append(None)
         except DECODE_FAILURES as e:
             row[...] = 0
@@ -308,15 +383,15 @@ def load_work_image(path: str, opts: DecodeOptions) -> tuple[np.ndarray, float]:
     12 MP JPEG costs a 1/2 or 1/4 decode and at most ``target`` squared pixels of memory.
     Raises DecodeError.
     """
-    bgr, reduced = decode_scaled(read_file(path, opts.max_bytes), opts)
-    h, w = bgr.shape[:2]
-    side = max(opts.size)
-    scale = float(reduced)
-    if max(h, w) > side:
-        f = side / max(h, w)
-        bgr = cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        scale = reduced * max(h, w) / side
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), scale
+    with decoding(read_file(path, opts.max_bytes), opts) as (bgr, reduced):
+        h, w = bgr.shape[:2]
+        side = max(opts.size)
+        scale = float(reduced)
+        if max(h, w) > side:
+            f = side / max(h, w)
+            bgr = cv2.resize(bgr, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+            scale = reduced * max(h, w) / side
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), scale
 
 
 def limit_opencv_threads() -> None:

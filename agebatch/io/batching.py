@@ -18,9 +18,9 @@ from itertools import islice
 
 import numpy as np
 
-from agebatch.decode import DecodeOptions, decode_into, decode_work_images, limit_opencv_threads
-from agebatch.parallel import ordered_map
-from agebatch.sources import Item
+from agebatch.io.decode import DecodeOptions, decode_into, decode_work_images, limit_opencv_threads
+from agebatch.io.parallel import ordered_map
+from agebatch.io.sources import Item
 
 
 def ok_mask(errors: Sequence[str | None]) -> np.ndarray:

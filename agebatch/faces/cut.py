@@ -14,14 +14,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from agebatch.atomic import write_bytes_atomic
-from agebatch.batching import ImageBatch
-from agebatch.decode import DecodeOptions, fit_resize
 from agebatch.faces.align import FaceTemplate, align, already_aligned
 from agebatch.faces.detect import FaceFinder
-from agebatch.sources import Item
+from agebatch.io.atomic import write_bytes_atomic
+from agebatch.io.batching import ImageBatch
+from agebatch.io.decode import DecodeOptions, fit_resize
+from agebatch.io.sources import Item
 
 NO_FACE = "no face found"
+#: Faces were found, but every one was narrower than --min-face.
+ONLY_SMALL_FACES = "no face found at or above --min-face (only smaller ones)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +80,14 @@ def detect_rows(
         dets = found.get(i)
         if dets is None or not len(dets):
             items.append(item)
-            errors.append(batch.errors[i] if dets is None else NO_FACE)
+            errors.append(batch.errors[i] if dets is None else (ONLY_SMALL_FACES if dets.too_small else NO_FACE))
             r += 1
             continue
         image = batch.images[i]
         assert image is not None
         for k in range(len(dets)):
             if already_aligned(image.shape, dets.keypoints[k], template):
-                fit_resize(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), model_input, crops[r])
+                fit_resize(image, model_input, crops[r], rgb=True)  # the photo is RGB already: no round trip
             else:
                 align(image, dets.keypoints[k], template, size, crops[r])
             face[r], scores[r] = k, dets.scores[k]

@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from agebatch.metrics import ScopeMetrics
+from agebatch.quality import CHANGE_TARGET, QUINTILE_BIAS_TARGET, SHIFT_TARGET, QualityReport
 
 if TYPE_CHECKING:
-    from agebatch.inventory import Environment, ModelEntry
+    from agebatch.commands.inventory import Environment, ModelEntry
 
 
-def _fmt(v: float | None, pct: bool = False) -> str:
+def _fmt(v: float | None, pct: bool = False, signed: bool = False) -> str:
     if v is None:
         return "-"
-    return f"{v:.2%}" if pct else f"{v:.2f}"
+    return f"{v:.2%}" if pct else (f"{v:+.2f}" if signed else f"{v:.2f}")
 
 
 def summary_table(rows: list[ScopeMetrics], title: str = "summary") -> Table:
@@ -38,6 +39,23 @@ def summary_table(rows: list[ScopeMetrics], title: str = "summary") -> Table:
         if distribution:
             cells += [_fmt(r.interval_coverage, pct=True), _fmt(r.group_exact, pct=True), _fmt(r.group_one_off, pct=True)]
         table.add_row(*cells)
+    return table
+
+
+def quality_table(report: QualityReport, title: str = "quality") -> Table:
+    """How much ages move with image quality, and MAE / bias per sharpness quintile (README "Quality")."""
+    table = Table(title=title)
+    # Short headers and an unwrapped scope, so the table fits 80 columns (a pipe, a CI log).
+    for col in ("scope", "n", "shift (y)", "|change| (y)", "MAE (y)", "bias (y)", "sharpness"):
+        table.add_column(col, justify="left" if col == "scope" else "right", no_wrap=col == "scope")
+    for r in report.rows:
+        cells = [_fmt(r.age_shift, signed=True), _fmt(r.age_change), _fmt(r.age_mae), _fmt(r.age_bias, signed=True)]
+        table.add_row(r.scope, f"{r.n:,}", *cells, "-" if r.sharpness is None else f"{r.sharpness:.0f}")
+    ok = report.meets_targets()
+    table.caption = (
+        f"shift, |change|: copy - original (mean); bias: predicted - true. Targets |shift| <= {SHIFT_TARGET}, "
+        f"|change| <= {CHANGE_TARGET}, |bias| <= {QUINTILE_BIAS_TARGET} y: " + ("met" if ok else "NOT met")
+    )
     return table
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from agebatch.errors import AgebatchError
-from agebatch.labels import parse_utkface_name
+from agebatch.io.labels import parse_utkface_name
 
 #: File extensions (lower case) that a folder scan picks up by default.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -27,7 +27,7 @@ MANIFEST_LABEL_COLUMNS = ("age", "gender", "race")
 
 def samples_dir() -> str:
     """The bundled UTKFace sample faces (see agebatch/samples/README.md)."""
-    return os.path.join(os.path.dirname(__file__), "samples", "utkface")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "utkface")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,32 @@ class Item:
     @property
     def has_labels(self) -> bool:
         return self.age is not None or self.gender is not None
+
+
+def _is_utf8(key: str) -> bool:
+    if key.isascii():
+        return True
+    try:
+        key.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # surrogate escapes (PEP 383) of bytes that are not UTF-8
+        return False
+
+
+def display_key(key: str | None) -> str | None:
+    """`key` as valid UTF-8 text for the `path` column: bytes of a non-UTF-8 file name become U+FFFD.
+
+    Such a name reaches Python with surrogate escapes (PEP 383); Arrow strings must be UTF-8.
+    The exact bytes go to the `path_bytes` column (`key_bytes`), so nothing is lost.
+    """
+    if key is None or _is_utf8(key):
+        return key
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def key_bytes(key: str | None) -> bytes | None:
+    """The file name's own bytes when `key` is not valid UTF-8 (else None: `path` already is exact)."""
+    return None if key is None or _is_utf8(key) else key.encode("utf-8", "surrogateescape")
 
 
 def _matches(rel: str, extensions: tuple[str, ...], glob: str | None) -> bool:
@@ -107,8 +133,8 @@ def iter_folder(
     yield from walk(root, "")
 
 
-def _int_column(table: object, name: str, low: int, high: int, manifest: str) -> list[int | None]:
-    """Read an integer label column, accepting floats only when they are whole numbers."""
+def _int_column(table: object, name: str, low: int, high: int, manifest: str, first_row: int = 0) -> list[int | None]:
+    """Read an integer label column, accepting floats only when they are whole numbers; name the first bad row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -117,13 +143,20 @@ def _int_column(table: object, name: str, low: int, high: int, manifest: str) ->
         raise AgebatchError(f"{manifest}: column '{name}' must be numeric, not {col.type}")
     if pa.types.is_floating(col.type):
         col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)
-    try:
-        values = pc.cast(col, pa.int64()).to_pylist()
-    except pa.ArrowInvalid as e:
-        raise AgebatchError(f"{manifest}: column '{name}' must hold whole numbers ({e})") from e
-    for v in values:
+        whole = pc.equal(col, pc.floor(col)).to_pylist()
+        for i, ok in enumerate(whole):
+            if ok is False:
+                raise AgebatchError(
+                    f"{manifest}: row {first_row + i:,}, column '{name}' must hold whole numbers "
+                    f"(got {col[i].as_py()}); fix the manifest and rerun"
+                )
+    values = pc.cast(col, pa.int64()).to_pylist()
+    for i, v in enumerate(values):
         if v is not None and not low <= v <= high:
-            raise AgebatchError(f"{manifest}: column '{name}' has value {v}, outside {low}..{high}")
+            raise AgebatchError(
+                f"{manifest}: row {first_row + i:,}, column '{name}' has value {v}, outside {low}..{high}; "
+                "fix the manifest and rerun"
+            )
     return values
 
 
@@ -155,12 +188,23 @@ def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto
     from_columns = labels == "auto" and bool(label_cols)
     from_names = labels == "filename" or (labels == "auto" and not label_cols)
     extra = [c for c in ("sha256", "split") if c in names]
+    raw = ["path_bytes"] if "path_bytes" in names else []  # a non-UTF-8 file name's exact bytes (schema 4)
     base = os.path.dirname(os.path.abspath(manifest))
     bounds = {"age": (0, 150), "gender": (0, 1), "race": (0, 4)}
+    if from_columns:
+        # One pass over the label columns before the first item: a bad label at row 9,000 is
+        # reported before any work, naming the row, instead of aborting a run after it.
+        row = 0
+        for batch in pf.iter_batches(batch_size=65536, columns=label_cols):
+            table = pa.Table.from_batches([batch])
+            for c in label_cols:
+                _int_column(table, c, *bounds[c], manifest, row)
+            row += batch.num_rows
 
-    for batch in pf.iter_batches(batch_size=8192, columns=["path", *(label_cols if from_columns else []), *extra]):
+    for batch in pf.iter_batches(batch_size=8192, columns=["path", *(label_cols if from_columns else []), *extra, *raw]):
         table = pa.Table.from_batches([batch])
         keys = table.column("path").to_pylist()
+        exact = table.column("path_bytes").to_pylist() if raw else [None] * len(keys)
         cols: dict[str, list] = {}
         if from_columns:
             for c in label_cols:
@@ -169,6 +213,9 @@ def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto
             cols[c] = table.column(c).to_pylist()
         for i, key in enumerate(keys):
             path = key or ""  # a null or empty path reads as "" and becomes an error row, never a dropped one
+            raw_name = exact[i]
+            if raw_name is not None:
+                path = key = os.fsdecode(raw_name)  # the real name: reads the file, and `path_bytes` is written again
             path = path if (not path or os.path.isabs(path)) else os.path.join(base, path)
             item = Item(path=path, key=key, **{c: v[i] for c, v in cols.items()})
             yield _with_name_labels(item) if from_names else item

@@ -10,7 +10,8 @@ import pyarrow as pa
 
 #: 2: predictions' `path` may be null (a manifest row without a path); with --faces detect, one row per face
 #: and the FACE_COLUMNS. 3: the AGE_DISTRIBUTION_COLUMNS after `error`.
-SCHEMA_VERSION = "3"
+#: 4: `path_bytes` last (the exact bytes of a file name that is not valid UTF-8; `path` then has U+FFFD for them).
+SCHEMA_VERSION = "4"
 
 #: Key/value metadata keys (bytes in Parquet; str here). Writers fill what they know.
 META_VERSION = "agebatch.version"  # tool version that wrote the file
@@ -26,8 +27,13 @@ META_ROWS = "agebatch.rows"  # rows written, stored when the file is completed
 META_STATS = "agebatch.stats"  # JSON object of run statistics, stored on completion
 META_INPUTS = "agebatch.inputs"  # inputs a shard covers (rows can be more: one per face)
 META_FACES = "agebatch.faces"  # "crop" or "detect"
+META_RUN = "agebatch.run_signature"  # JSON: source, model sha256, labels, decode and face settings (resume compares it)
+META_SHARD = "agebatch.shard"  # JSON, in each shard's footer: first input, inputs, sha256 of their keys
 
 SPLITS = ("train", "val", "test")
+
+#: Always last: null unless the input's file name is not valid UTF-8; then its exact bytes (`path` shows them as U+FFFD).
+PATH_BYTES = pa.field("path_bytes", pa.binary())
 
 MANIFEST = pa.schema(
     [
@@ -38,6 +44,7 @@ MANIFEST = pa.schema(
         pa.field("sha256", pa.string()),  # null when the file could not be read
         pa.field("bytes", pa.int64()),
         pa.field("split", pa.dictionary(pa.int8(), pa.string())),
+        PATH_BYTES,  # schema 4: set only when the file name is not valid UTF-8 (`path` then shows U+FFFD)
     ]
 )
 
@@ -70,9 +77,8 @@ FACE_COLUMNS = [
     pa.field("face_score", pa.float32()),  # detector confidence, 0..1
 ]
 
-#: Appended (last) when the inputs carry labels.
+#: Appended when the inputs carry labels.
 PREDICTION_LABELS = [pa.field("age_true", pa.int16()), pa.field("gender_true", pa.int8())]
-
 SUMMARY = pa.schema(
     [
         pa.field("scope", pa.string(), nullable=False),  # all | age:0-12 | ... | gender:male | gender:female
@@ -83,6 +89,13 @@ SUMMARY = pa.schema(
         pa.field("age_interval_coverage", pa.float64()),
         pa.field("age_group_exact", pa.float64()),
         pa.field("age_group_one_off", pa.float64()),
+        # Schema 4, `evaluate`'s quality rows (agebatch.quality): scopes quality:down-up-2x / quality:sharpened carry
+        # the mean signed and mean absolute age change against the original crop; sharpness:q1..q5 (softest to
+        # sharpest fifth of the crops) carry age_mae, age_bias (mean signed error) and their median sharpness.
+        pa.field("age_shift", pa.float64()),
+        pa.field("age_change", pa.float64()),
+        pa.field("age_bias", pa.float64()),
+        pa.field("sharpness", pa.float64()),
     ]
 )
 
@@ -90,5 +103,9 @@ SUMMARY = pa.schema(
 def predictions_schema(labels: bool, faces: bool = False) -> pa.Schema:
     """The predictions table's schema: face columns with --faces detect, label columns when inputs carry labels."""
     return pa.schema(
-        list(PREDICTIONS) + AGE_DISTRIBUTION_COLUMNS + (FACE_COLUMNS if faces else []) + (PREDICTION_LABELS if labels else [])
+        list(PREDICTIONS)
+        + AGE_DISTRIBUTION_COLUMNS
+        + (FACE_COLUMNS if faces else [])
+        + (PREDICTION_LABELS if labels else [])
+        + [PATH_BYTES]
     )
