@@ -14,7 +14,8 @@ from agebatch.io.batching import iter_batches
 from agebatch.io.decode import DecodeOptions
 from agebatch.io.sources import iter_items
 from agebatch.quality import PRESS_SHARPNESS, consistency, half_resolution, sharpen_to, sharpness
-from agebatch.train.augment import AugmentConfig, QualityConfig, augment_batch
+from agebatch.train.augment import augment_batch
+from agebatch.train.config import AugmentConfig, QualityConfig
 
 
 @pytest.fixture(scope="module")

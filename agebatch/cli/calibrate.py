@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, data_option, require_data, split_options
+from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, data_option, split_options
+from agebatch.io.sources import require_data
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, data_option, overwrite_option, require_data, split_options
+from agebatch.cli.options import CONTEXT_SETTINGS, crop_cache_option, data_option, overwrite_option, split_options
+from agebatch.io.sources import require_data
 
 
 def _weights(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[float] | None:

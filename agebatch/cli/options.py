@@ -15,7 +15,8 @@ import click
 
 from agebatch.backends.base import DEVICES
 from agebatch.backends.registry import BACKEND_CHOICES
-from agebatch.faces.options import DATA_ENV, DEFAULT_FACES, FACE_MODES, FaceOptions, default_data
+from agebatch.faces.options import DEFAULT_FACES, FACE_MODES, FaceOptions
+from agebatch.io.sources import DATA_ENV, default_data
 
 #: Every command's: -h works as --help, and help text wraps at 100 columns.
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -184,10 +185,3 @@ data_option = click.option(
     show_default=f"${DATA_ENV}",
     help=f"Labelled UTKFace-style folder or Parquet manifest (default: ${DATA_ENV}).",
 )
-
-
-def require_data(data: str | None) -> str:
-    """The `--data` given, or a clear exit 2 naming both ways to give it."""
-    if not data:
-        raise click.UsageError(f"no training data: pass --data DIR (a UTKFace-style folder or a manifest) or set {DATA_ENV}")
-    return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,13 +12,6 @@ FaceMode = Literal["detect", "crop"]
 FACE_MODES: tuple[FaceMode, ...] = ("detect", "crop")
 #: The default everywhere a face mode is taken (infer, evaluate, train, bench); README "Faces" has the measurement.
 DEFAULT_FACES: FaceMode = "detect"
-#: Where labelled training data is read when a command is given no `--data`: this variable, never a built-in path.
-DATA_ENV = "AGEBATCH_DATA"
-
-
-def default_data() -> str | None:
-    """``$AGEBATCH_DATA``, or None (commands then ask for ``--data``)."""
-    return os.environ.get(DATA_ENV) or None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,15 +109,15 @@ def read_file(path: str, max_bytes: int) -> bytes:
     return data
 
 
-#: Memory that every decode in flight may take together, in this process, whatever the worker count:
-#: a decode reserves its estimated peak (`decode_cost`) before it allocates and waits while others hold
-#: the budget; a single image whose estimate exceeds it is an error row ("too large to decode").
-#: ``$AGEBATCH_DECODE_BUDGET_MIB`` changes it (a small machine, or a test of the bound itself).
 def _budget_mib() -> int:
     value = os.environ.get("AGEBATCH_DECODE_BUDGET_MIB", "")
     return int(value) if value.isdigit() and int(value) > 0 else 1024
 
 
+#: Memory that every decode in flight may take together, in this process, whatever the worker count:
+#: a decode reserves its estimated peak (`decode_cost`) before it allocates and waits while others hold
+#: the budget; a single image whose estimate exceeds it is an error row ("too large to decode").
+#: ``$AGEBATCH_DECODE_BUDGET_MIB`` changes it (a small machine, or a test of the bound itself).
 DECODE_BUDGET_BYTES = _budget_mib() << 20
 
 
@@ -265,11 +265,10 @@ def decoding(data: bytes, opts: DecodeOptions) -> Iterator[tuple[np.ndarray, int
     except HeaderError as e:
         raise DecodeError(str(e)) from None
     if header.format == "JPEG":
-        h, w, sos = jpeg_header(data)
-        if data.find(b"\xff\xd9", sos) < 0:
+        if data.find(b"\xff\xd9", header.data_offset) < 0:
             raise DecodeError("truncated JPEG (no end-of-image marker)")
-        scale = _jpeg_scale(h, w, opts)
-        _check_pixels(h, w, opts, scale)
+        scale = _jpeg_scale(header.height, header.width, opts)
+        _check_pixels(header.height, header.width, opts, scale)
         with BUDGET.reserve(decode_cost(header, scale)):
             yield _imdecode_jpeg(data, scale), scale  # IMREAD_COLOR applies EXIF orientation
         return

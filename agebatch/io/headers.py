@@ -25,6 +25,7 @@ class ImageHeader:
     bytes_per_channel: int = 1
     progressive: bool = False  # JPEG: libjpeg then holds every DCT coefficient of the full image
     orientation: int = 1  # EXIF orientation (1 = as stored), where this module reads it (PNG, WebP)
+    data_offset: int = 0  # JPEG: where the first scan starts (the end-of-image marker is searched after it)
 
     @property
     def pixels(self) -> int:
@@ -101,10 +102,10 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int, int, bool]:
 
 
 def _jpeg(data: bytes) -> ImageHeader:
-    h, w, c, _, progressive = jpeg_frame(data)
+    h, w, c, sos, progressive = jpeg_frame(data)
     if h == 0:
         raise HeaderError("unsupported JPEG (height defined later in the file, DNL)")
-    return ImageHeader("JPEG", h, w, max(1, c), 1, progressive)
+    return ImageHeader("JPEG", h, w, max(1, c), 1, progressive, data_offset=sos)
 
 
 def _png(data: bytes) -> ImageHeader:

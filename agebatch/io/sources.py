@@ -25,6 +25,22 @@ LabelMode = Literal["auto", "filename", "none"]
 MANIFEST_LABEL_COLUMNS = ("age", "gender", "race")
 
 
+#: Where labelled training data is read when a command is given no `--data`: this variable, never a built-in path.
+DATA_ENV = "AGEBATCH_DATA"
+
+
+def default_data() -> str | None:
+    """``$AGEBATCH_DATA``, or None (commands then ask for ``--data``)."""
+    return os.environ.get(DATA_ENV) or None
+
+
+def require_data(data: str | None) -> str:
+    """`data`, or the one exit-2 message naming both ways to give it (train, calibrate, ensemble)."""
+    if not data:
+        raise AgebatchError(f"no training data: pass --data DIR (a UTKFace-style folder or a manifest) or set {DATA_ENV}")
+    return data
+
+
 def samples_dir() -> str:
     """The bundled UTKFace sample faces (see agebatch/samples/README.md)."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "samples", "utkface")

@@ -42,7 +42,7 @@ from agebatch.metrics import ScopeMetrics
 from agebatch.pipeline.guard import check_outputs, refuse_outputs_as_inputs
 from agebatch.pipeline.job import InferJob
 from agebatch.pipeline.rows import RunTally, to_record_batch, write_summary
-from agebatch.pipeline.shards import ShardStore, run_signature
+from agebatch.pipeline.shards import ShardStore, run_signature, same_run
 from agebatch.pipeline.stream import LocalStream, PredictionStream
 
 #: Items looked at before the first batch to decide whether the output gets label columns.
@@ -148,7 +148,7 @@ def _check_summary_is_ours(path: str, signature: dict[str, object]) -> None:
         recorded = read_metadata(path).get(META_RUN)
     except Exception:  # not Parquet at all
         recorded = None
-    if recorded is None or json.loads(recorded) != json.loads(json.dumps(signature, sort_keys=True)):
+    if recorded is None or not same_run(json.loads(recorded), signature):
         raise already_exists(f"summary {path} (written by another run)")
 
 

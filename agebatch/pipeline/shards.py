@@ -171,7 +171,7 @@ class ShardStore:
                 "pass --overwrite to replace it, or choose another --out"
             )
         before = json.loads(recorded) if isinstance(recorded, str) else recorded
-        if _fixed(before) != _fixed(signature):
+        if not same_run(before, signature):
             raise AgebatchError(
                 f"{self.out} is complete but was made from another source, model, decode or face settings; "
                 "pass --overwrite to replace it, or choose another --out"
@@ -202,7 +202,7 @@ class ShardStore:
             write_json_atomic(run_json, signature)
             return 0
         before = read_json(run_json, missing="")
-        if _fixed(before) != _fixed(signature):
+        if not same_run(before, signature):
             raise AgebatchError(
                 f"the unfinished run in {self.folder} used another source, model, decode or face settings; "
                 "pass --overwrite to restart"
@@ -346,6 +346,10 @@ class ShardStore:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two run signatures name the same run: everything but the model's path, which may move."""
+    return _fixed(a) == _fixed(b)
+
+
 def _fixed(signature: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a run signature that must match for a resume (the model's path may move)."""
     return {k: v for k, v in signature.items() if k != "artifact"}

@@ -25,8 +25,6 @@ from agebatch.train.config import AugmentConfig, QualityConfig
 #: archives all resize differently, and each leaves its own blur or ringing.
 _INTERPOLATIONS = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_NEAREST)
 
-__all__ = ["AugmentConfig", "QualityConfig", "augment_batch", "degrade"]
-
 
 def degrade(img: np.ndarray, rng: np.random.Generator, q: QualityConfig) -> np.ndarray:
     """One face (uint8 RGB) through the quality stage: photometric, sharpness, JPEG, noise."""

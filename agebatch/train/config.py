@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from agebatch.errors import AgebatchError
-from agebatch.faces.options import DATA_ENV, DEFAULT_FACES, FACE_MODES, default_data
+from agebatch.faces.options import DEFAULT_FACES, FACE_MODES
+from agebatch.io.sources import default_data, require_data
 from agebatch.io.splits import SplitSpec
 from agebatch.models.heads import AGE_HEADS, AgeHead
 
@@ -154,9 +155,7 @@ class TrainConfig:
     @property
     def data_path(self) -> str:
         """`data`, or exit 2 saying how to give it (a config may be built without data: benches, tests)."""
-        if not self.data:
-            raise AgebatchError(f"no training data: pass --data DIR (a UTKFace-style folder or a manifest) or set {DATA_ENV}")
-        return self.data
+        return require_data(self.data)
 
     @property
     def split(self) -> SplitSpec:
