@@ -12,10 +12,10 @@ import hashlib
 import os
 from typing import Any
 
-from agebatch import __version__
 from agebatch.errors import AgebatchError
 from agebatch.io.jsonio import read_json, write_json_atomic
 from agebatch.models.card import ModelCard
+from agebatch.version import __version__
 
 SIDECAR_FORMAT = "agebatch.artifact"
 SIDECAR_VERSION = 1

@@ -26,7 +26,7 @@ GENDER_NAMES = {0: "male", 1: "female"}
 @dataclass(frozen=True, slots=True)
 class ScopeMetrics:
     scope: str  # "all" | "age:20-39" | "gender:female"
-    n: int
+    n: int  # faces scored in this scope: with a prediction and a true age or gender
     age_mae: float | None
     gender_accuracy: float | None
     #: Share of true ages inside [age_p10, age_p90] (target 0.8); None without an age distribution.
@@ -85,7 +85,7 @@ class SummaryAccumulator:
         for scope, mask in masks.items():
             s = self._sums[scope]
             a, g = mask & has_age, mask & has_gender
-            s[0] += int(mask.sum())
+            s[0] += int((a | g).sum())  # faces scored: an error row or an unlabelled one is not counted
             s[1] += float(err[a].sum())
             s[2] += int(a.sum())
             s[3] += int(hit[g].sum())

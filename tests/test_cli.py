@@ -86,7 +86,7 @@ def test_models_lists_shipped_models_and_this_machine(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     mae = load_card(Path(models_dir()) / "modelB.keras").metrics["test"]["all"]["age_mae"]
     assert "modelB.fp32.onnx" in r.output and "modelA.keras" in r.output and f"{mae:.2f}" in r.output
-    default_row = next(line for line in r.output.splitlines() if "(default)" in line)
+    default_row = next(line for line in r.output.splitlines() if " * " in line)
     assert "modelB.fp32.onnx" in default_row and "onnxruntime" in default_row, "the artifact infer runs by default"
     assert "CPUExecutionProvider" in r.output and "TensorRT" in r.output
     # A folder of the user's own: an export whose sidecar was damaged is listed as unreadable, not skipped.

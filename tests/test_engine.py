@@ -199,8 +199,8 @@ def test_onnxruntime_device_choice_and_fallback() -> None:
     assert choose_providers("auto", [cpu]) == ([cpu], None)
     assert choose_providers("auto", [cuda, cpu]) == ([cuda, cpu], None)
     assert choose_providers("cpu", [cuda, cpu]) == ([cpu], None)
-    providers, note = choose_providers("cuda", [cpu])
-    assert providers == [cpu] and note is not None and "onnxruntime-gpu" in note and "running on the CPU" in note
+    with pytest.raises(AgebatchError, match=r"no CUDA provider .*onnxruntime-gpu.*--device auto"):
+        choose_providers("cuda", [cpu])
     with pytest.raises(AgebatchError, match="unknown device"):
         choose_providers("tpu", [cpu])
 
@@ -219,18 +219,23 @@ def test_io_binding_path_gives_the_same_predictions(built, samples_dir: Path) ->
     assert np.allclose(a1, a2, atol=1e-5) and np.allclose(g1, g2, atol=1e-6)
 
 
-def test_cuda_request_without_a_gpu_runs_on_the_cpu_with_one_note(built, samples_dir: Path, tmp_path: Path) -> None:
+def test_cuda_request_without_a_gpu_is_an_error_not_a_cpu_run(built, samples_dir: Path, tmp_path: Path) -> None:
+    """`--device cuda` means CUDA: exit 2 naming the wheel to install, no output; `auto` runs on the CPU."""
     import onnxruntime
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        pytest.skip("this ONNX Runtime has CUDA: the fallback cannot happen here")
+        pytest.skip("this ONNX Runtime has CUDA: the refusal cannot happen here")
     out, _ = built
     args = ["infer", str(samples_dir), "--out", str(tmp_path / "p.parquet"), "--model", str(out / "tiny.fp32.onnx")]
     r = subprocess.run(
         [sys.executable, "-m", "agebatch", *args, "--device", "cuda", "--faces", "crop"], capture_output=True, text=True
     )
-    assert r.returncode == 0, r.stderr
-    assert "note:" in r.stdout and "agebatch[gpu-ort]" in r.stdout and "39 inputs" in r.stdout
+    assert r.returncode == 2, r.stderr
+    assert "agebatch[gpu-ort]" in r.stderr and "Traceback" not in r.stderr and not (tmp_path / "p.parquet").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "agebatch", *args, "--device", "auto", "--faces", "crop"], capture_output=True, text=True
+    )
+    assert r.returncode == 0 and "39 inputs" in r.stdout, r.stderr
 
 
 @pytest.mark.skipif(

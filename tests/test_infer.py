@@ -108,7 +108,8 @@ def test_manifest_source_limit_and_no_labels(tmp_path: Path, samples_dir: Path, 
     r = run_infer(InferJob(str(tmp_path / "m.parquet"), str(tmp_path / "a.parquet"), model=onnx_model, limit=3, faces="crop"))
     assert r.inputs == 3 and pq.read_table(tmp_path / "a.parquet").column("path").to_pylist() == [str(f) for f in faces[:3]]
     r = run_infer(InferJob(str(unlabelled), str(tmp_path / "b.parquet"), model=onnx_model, faces="crop"))
-    base = ["path", "age", "gender_prob", "gender", "error", "age_std", "age_p10", "age_p90", "age_group", "path_bytes"]
+    base = ["path", "age", "gender_prob", "gender", "error", "age_std", "age_p10", "age_p90", "age_group", "input", "status"]
+    base += ["path_bytes"]
     assert pq.read_table(tmp_path / "b.parquet").column_names == base
     assert r.summary_path is None and not (tmp_path / "b.summary.parquet").exists()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +128,24 @@ def test_mirror_tta_is_chosen_at_inference_time(tmp_path: Path, samples_dir: Pat
     ages_b = np.array(pq.read_table(tmp_path / "b.parquet").column("age").to_pylist())
     diff = np.abs(ages_a - ages_b)
     assert diff.max() > 0.01 and diff.mean() < 2.0, "a face and its mirror give nearly, not exactly, the same age"
+
+
+def test_a_shipped_keras_model_loads_in_plain_keras(samples_dir: Path) -> None:
+    """As the README documents it: `import agebatch.models.layers` registers agebatch's layers, then plain Keras."""
+    pytest.importorskip("keras", reason="needs the [train] extra")
+    code = (
+        "import cv2, numpy as np, keras\n"
+        "import agebatch.models.layers  # registers agebatch's Keras layers\n"
+        "from agebatch.models.shipped import shipped_model\n"
+        "model = keras.saving.load_model(shipped_model('modelA'))\n"
+        f"faces = sorted(__import__('glob').glob({str(samples_dir)!r} + '/*.jpg'))[:4]\n"
+        "x = np.stack([cv2.resize(cv2.imread(f)[:, :, ::-1], (128, 128), interpolation=cv2.INTER_LINEAR) for f in faces])\n"
+        "out = model.predict(x, verbose=0)\n"
+        "out = out if isinstance(out, dict) else dict(zip(model.output_names, out))\n"
+        "print(sorted(out), np.round(np.ravel(out['age']), 1).tolist())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names, ages = r.stdout.strip().split("] [")
+    assert "'age'" in names and "'gender_prob'" in names and "'age_p10'" in names
+    assert all(0 < float(a) < 100 for a in ages.rstrip("]").split(", "))

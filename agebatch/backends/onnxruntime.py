@@ -1,8 +1,8 @@
 """ONNX Runtime backend: the default on CPUs, and on NVIDIA GPUs through the CUDA execution provider.
 
-`device` picks the execution provider: "cpu"; "cuda" (falls back to the CPU with a note
-when this ONNX Runtime has no CUDA provider, i.e. the `onnxruntime` wheel rather than
-`onnxruntime-gpu`); "auto" (CUDA when present). On CUDA, batches go through I/O binding
+`device` picks the execution provider: "cpu"; "cuda" (exit 2 when this ONNX Runtime has
+no CUDA provider, i.e. the `onnxruntime` wheel rather than `onnxruntime-gpu`, or cannot
+start it); "auto" (CUDA when present, else the CPU). On CUDA, batches go through I/O binding
 from a pinned host buffer (CuPy's, when CuPy is installed), so the GPU receives the
 uint8 pixels by DMA and the graph's first op scales them there: 1 byte per channel over
 PCIe instead of 4.
@@ -25,16 +25,17 @@ CUDA = "CUDAExecutionProvider"
 
 
 def choose_providers(device: str, available: list[str]) -> tuple[list[str], str | None]:
-    """(execution providers, fastest first; a one-line note when the device asked for is missing)."""
+    """(execution providers, fastest first; a one-line note for the user, or None). `cuda` without CUDA: exit 2."""
     if device not in DEVICES:
         raise AgebatchError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "cpu" or (device == "auto" and CUDA not in available):
         return [CPU], None
     if CUDA in available:
         return [CUDA, CPU], None
-    return [CPU], (
+    # `cuda` means CUDA: a run that asked for the GPU and quietly took hours on the CPU is the worse failure.
+    raise AgebatchError(
         "--device cuda: this ONNX Runtime has no CUDA provider (install the `onnxruntime-gpu` wheel: "
-        "pip install 'agebatch[gpu-ort]'); running on the CPU"
+        "pip install 'agebatch[gpu-ort]'); use --device auto to run on the GPU when there is one, else the CPU"
     )
 
 
@@ -97,6 +98,12 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
         except Exception as e:
             raise AgebatchError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}") from e
+        if device == "cuda" and CUDA not in self.session.get_providers():
+            # onnxruntime-gpu without a usable GPU or driver falls back to the CPU with only a log line.
+            raise AgebatchError(
+                "--device cuda: ONNX Runtime has the CUDA provider but could not start it (no GPU, or its driver or "
+                "CUDA/cuDNN libraries are missing); use --device auto to fall back to the CPU"
+            )
         names = {o.name for o in self.session.get_outputs()}
         if {OUTPUT_AGE, OUTPUT_GENDER} - names or self.session.get_inputs()[0].name != INPUT_NAME:
             raise AgebatchError(f"{path} does not have agebatch's inputs/outputs ({INPUT_NAME} -> {OUTPUT_AGE}, {OUTPUT_GENDER})")

@@ -86,6 +86,21 @@ def available_backends() -> list[str]:
     return [name for name, spec in REGISTRY.items() if spec.available()]
 
 
+#: What each backend needs, and how to get it, for the error when one is asked for and missing.
+_NEEDS = {
+    "tensorrt": "TensorRT and CuPy on a machine with an NVIDIA GPU: pip install 'agebatch[gpu]'",
+    "onnxruntime": "ONNX Runtime: pip install onnxruntime (or onnxruntime-gpu)",
+    "keras": "Keras and TensorFlow: pip install 'agebatch[train]'",
+}
+
+
+def why_unavailable(name: str) -> str:
+    """What backend `name` lacks on this machine, and how to get it (say it, rather than hint at a wrong fix)."""
+    if name == "tensorrt" and module_installed("tensorrt") and not gpu_available():
+        return "TensorRT is installed but no CUDA GPU answers here (through CuPy: pip install cupy-cuda12x)"
+    return f"it needs {_NEEDS[name]}"
+
+
 def check_backend(artifact: str, backend: str) -> str:
     """The backend that opens `artifact` ("auto": the one its type calls for); refuse a mismatch."""
     kind = kind_of(artifact)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agebatch.artifacts import read_sidecar, sha256_file
-from agebatch.backends.registry import REGISTRY, available_backends, check_backend, describe, kind_of
+from agebatch.backends.registry import REGISTRY, available_backends, check_backend, describe, kind_of, why_unavailable
 from agebatch.errors import AgebatchError
 from agebatch.models.card import ModelCard, load_card
 from agebatch.models.shipped import find_model
@@ -81,15 +81,19 @@ def resolve_artifact(model: str | None, backend: str = "auto", *, tta: bool = Tr
     """(artifact path, backend name) for `model` (default: the shipped model); `tta=False` wants a one-pass export."""
     model = find_model(model)  # a path, a shipped model's name (modelA, modelA.keras), or the default
     kind = check_backend(model, backend) if kind_of(model) != "keras" else "keras"
+    have = available_backends()
+    if backend != "auto" and backend not in have:
+        raise AgebatchError(f"--backend {backend} is not available here: {why_unavailable(backend)}")
     if kind != "keras":
+        if kind not in have:
+            raise AgebatchError(f"{model} runs on {kind}, which is not available here: {why_unavailable(kind)}")
         return model, kind
     infix = "" if tta or not has_tta(load_card(model)) else NO_TTA
-    have = available_backends()
     if backend in ("auto", "tensorrt") and "tensorrt" in have and (engine := _derived(model, "tensorrt", infix)):
         return engine, "tensorrt"
     if backend == "tensorrt":
         raise AgebatchError(
-            f"no TensorRT engine of {model} usable here; build one with `agebatch build-engine {model}` on a GPU machine"
+            f"no TensorRT engine of {model} for this machine; build one here with `agebatch build-engine {model}`"
         )
     # On a GPU the FP16 export halves memory traffic (its parity is in its sidecar); on a CPU FP32 is faster.
     onnx_order = (".fp16.onnx", ".fp32.onnx") if backend in ("auto", "onnxruntime") and _onnx_on_gpu(device) else None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from agebatch.errors import EXIT_FAILED, AgebatchError
 
 if TYPE_CHECKING:
+    import numpy as np
     from rich.console import Console
 
 
@@ -94,6 +95,16 @@ def report(runs: list[ProcessRun], console: Console) -> None:
         console.print(f"the seeds' loop peaked at {seeds.peak_rss_mb:.0f} MB on {seeds.images:,} faces")
 
 
+def read_bgr(path: str) -> np.ndarray:
+    """A face of the pool, for composing benchmark photos (exit 2 naming it when it cannot be read)."""
+    import cv2
+
+    image = cv2.imread(path)
+    if image is None:
+        raise AgebatchError(f"cannot read {path} to compose benchmark photos")
+    return image
+
+
 def make_photos(source: str, folder: str, *, count: int = 100, size: tuple[int, int] = (3000, 4000), seed: int = 0) -> int:
     """Write `count` JPEG photos of `size` (h, w; 12 MP by default), each 1-5 faces of `source` on a blurred backdrop.
 
@@ -109,19 +120,13 @@ def make_photos(source: str, folder: str, *, count: int = 100, size: tuple[int, 
     rng = np.random.default_rng(seed)
     paths = [i.path for i in iter_items(source, labels="none")]
 
-    def read(path: str) -> np.ndarray:
-        image = cv2.imread(path)
-        if image is None:
-            raise AgebatchError(f"cannot read {path} to compose benchmark photos")
-        return image
-
     h, w = size
     placed = 0
     for k in range(count):
-        back = read(paths[int(rng.integers(len(paths)))])
+        back = read_bgr(paths[int(rng.integers(len(paths)))])
         canvas = cv2.GaussianBlur(cv2.resize(back, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), 25)
         for _ in range(int(rng.integers(1, 6))):
-            face = read(paths[int(rng.integers(len(paths)))])
+            face = read_bgr(paths[int(rng.integers(len(paths)))])
             side = float(rng.uniform(0.05, 0.25)) * w
             m = cv2.getRotationMatrix2D((face.shape[1] / 2, face.shape[0] / 2), float(rng.uniform(-10, 10)), side / face.shape[1])
             m[:, 2] += (rng.uniform(side, w - side) - face.shape[1] / 2, rng.uniform(side, h - side) - face.shape[0] / 2)

@@ -17,22 +17,22 @@ from typing import Any
 
 import click
 
-from agebatch import __version__
 from agebatch.cli.options import CONTEXT_SETTINGS
 from agebatch.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AgebatchError, RunStopped, Terminated, raise_on_sigterm
+from agebatch.version import __version__
 
 #: Command name -> "module:attribute" of its Click command, in the order `--help` lists them.
 COMMANDS = {
-    "manifest": "agebatch.cli.manifest:manifest",
-    "train": "agebatch.cli.train:train",
-    "build-engine": "agebatch.cli.engine:build_engine",
     "infer": "agebatch.cli.infer:infer",
-    "calibrate": "agebatch.cli.calibrate:calibrate",
-    "ensemble": "agebatch.cli.ensemble:ensemble",
+    "models": "agebatch.cli.models:models",
     "evaluate": "agebatch.cli.evaluate:evaluate",
     "compare": "agebatch.cli.evaluate:compare",
+    "manifest": "agebatch.cli.manifest:manifest",
+    "train": "agebatch.cli.train:train",
+    "calibrate": "agebatch.cli.calibrate:calibrate",
+    "ensemble": "agebatch.cli.ensemble:ensemble",
+    "build-engine": "agebatch.cli.engine:build_engine",
     "bench": "agebatch.cli.bench:bench",
-    "models": "agebatch.cli.models:models",
 }
 
 
@@ -91,14 +91,17 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="agebatch")
 def main() -> None:
-    """Estimate age (years) and gender (0 = male, 1 = female) for large archives of face images.
+    """Estimate age (years) and gender (0 = male, 1 = female) for every face in large photo archives.
 
     \b
-    Typical flow:
-      agebatch manifest /photos --out manifest.parquet   # hash, label, split
-      agebatch train custom                               # or: train pretrained
-      agebatch build-engine models/modelB.keras           # Keras -> ONNX -> TensorRT
-      agebatch infer /photos --out preds.parquet          # streaming batch inference
+    Start here:
+      agebatch infer /photos --out preds.parquet    # one row per face: age, 80% interval, gender, box, status
+      agebatch models                               # the shipped models and what this machine runs them on
+      agebatch evaluate /labelled/faces             # MAE and accuracy of the default model on labelled data
+    \b
+    Own models:
+      agebatch train custom|pretrained --data DIR   # Model A (own CNN) / Model B (ImageNet backbone)
+      agebatch build-engine runs/NAME/NAME.keras    # Keras -> ONNX -> TensorRT
 
     Exit codes: 0 done, 1 the run failed (I/O, disk full), 2 bad input or options,
     130 interrupted (Ctrl-C), 143 terminated (SIGTERM).

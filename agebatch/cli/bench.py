@@ -95,7 +95,9 @@ def bench_infer(source: str, model: str | None, limit: int, no_full: bool, faces
     --faces crop: the seeds' loop (imread, resize, /255, stack all as float64, one
     predict) and `agebatch infer --faces crop` on the first LIMIT faces of SOURCE, then
     infer on all of SOURCE. --faces detect: `infer --faces detect` vs `--faces crop` on
-    LIMIT faces, then detect mode on PHOTOS 12 MP photos composed from SOURCE's faces.
+    LIMIT faces, then detect mode on PHOTOS 12 MP photos composed from SOURCE's faces,
+    then recall and photos/s of small faces (up to 30 photos) with the tiled pass off
+    and on, and the time per photo of each stage.
     """
     from rich.console import Console
 
@@ -108,8 +110,13 @@ def bench_infer(source: str, model: str | None, limit: int, no_full: bool, faces
         raise AgebatchError(f"model file not found: {model}")
     load_card(model)  # the seeds' loop needs the .keras model and its card
     if faces == "detect":
+        from agebatch.bench.faces import report_tiles, run_tiles_bench
+
+        console = Console()
         runs, placed = run_faces_bench(source, model, limit=limit, photos=photos, workers=workers)
-        report_faces(runs, placed, Console())
+        report_faces(runs, placed, console)
+        tiles, stages = run_tiles_bench(source, model, photos=min(photos, 30), workers=workers)
+        report_tiles(tiles, stages, console)
         return
     report(run_infer_bench(source, model, limit=limit, full=not no_full, workers=workers), Console())
 

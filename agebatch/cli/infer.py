@@ -22,7 +22,11 @@ from agebatch.cli.options import (
     tta_option,
     workers_option,
 )
-from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, MAX_BATCH_SIZE
+from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, DEFAULT_SHARD_SECONDS, MAX_BATCH_SIZE
+
+
+def _columns(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(c.strip() for c in value.split(",") if c.strip())
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -57,19 +61,38 @@ from agebatch.pipeline.job import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_ROWS, MAX_BA
 @faces_option
 @face_filter_options
 @click.option("--save-crops", default=None, help="detect: also write each aligned face as a JPEG into this folder.")
+@click.option(
+    "--keep-columns",
+    default=None,
+    callback=_columns,
+    metavar="A,B,...",
+    help="Manifest columns to copy into each output row (default: every manifest column the output does not already "
+    "have, binary ones excepted; '' for none).",
+)
 @click.option("--shard-rows", default=DEFAULT_SHARD_ROWS, hidden=True, type=click.IntRange(1), help="Rows per resumable shard.")
+@click.option(
+    "--shard-seconds",
+    default=DEFAULT_SHARD_SECONDS,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Save finished rows at least this often: a crash loses at most this much work (Ctrl-C and SIGTERM save "
+    "what is predicted first).",
+)
 def infer(
     source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
     summary: str | None, limit: int | None, glob: str | None, ray_address: str | None, actors: int, gpus_per_actor: float,
-    tta: bool, device: str, faces: str, min_score: float, min_face: float, max_faces: int | None, save_crops: str | None,
-    shard_rows: int,
+    tta: bool, device: str, faces: str, min_score: float, min_face: float, max_faces: int | None, tiles: bool,
+    save_crops: str | None,
+    keep_columns: tuple[str, ...] | None, shard_rows: int, shard_seconds: float,
 ) -> None:  # fmt: skip
-    """Predict age and gender for every image of SOURCE (folder, manifest or image).
+    """Predict age and gender for every face in SOURCE (folder, Parquet manifest or image).
 
-    Writes one row per input, in input order: path, age, gender_prob, gender,
-    error (and age_true, gender_true when labels are known), plus a summary table
-    when labels are known. With --faces detect, one row per face instead (face,
-    face_x/y/w/h, face_score), and one error row for an image without a face.
+    Writes one row per face (--faces detect, the default) or per input (--faces crop),
+    in input order: path, age, gender_prob, gender, error, the 80% interval
+    age_p10/age_p90, age_group, the face box and score, input (the input's position
+    in SOURCE), status (ok, no_face, unreadable, too_large, decode_error) and the
+    manifest's own columns; an input without a face or that cannot be read gets one
+    row saying why. With labels, also age_true/gender_true and a summary table.
     Exit 0 when the run completed, even with error rows.
     """
     from rich.console import Console
@@ -86,25 +109,27 @@ def infer(
     job = InferJob(
         source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume, overwrite=overwrite,
         summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, ray=ray, faces=faces,
-        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces), save_crops=save_crops, tta=tta,
-        device=device,
+        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces, tiles=tiles),
+        save_crops=save_crops, tta=tta, device=device, keep_columns=keep_columns, shard_seconds=shard_seconds,
     )  # fmt: skip
     with Progress(None, "infer") as progress:
         result = run_infer(job, progress)
     console = Console()
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}")
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     if result.nothing_to_do:
-        console.print(f"nothing to do: {result.out} is already complete ({result.inputs:,} inputs, {result.rows:,} rows)")
+        click.echo(f"nothing to do: {result.out} is already complete ({result.inputs:,} inputs, {result.rows:,} rows)")
         return
-    console.print(
+    click.echo(  # plain text, one line: rich would fold it at 80 columns in a pipe and read brackets as markup
         f"{result.inputs:,} inputs -> {result.out}: "
         + (f"{result.rows:,} rows (one per face), " if result.faces == "detect" else "")
         + f"{result.predicted:,} predicted, {result.errors:,} errors"
+        + (f", {result.no_face:,} without a face" if result.no_face else "")
         + (f", {result.resumed_inputs:,} inputs from the earlier run" if result.resumed_inputs else "")
         + f"; {result.images_per_s:,.0f} img/s with {result.backend} ({os.path.basename(result.artifact)})"
     )
     if result.summary:
         from agebatch.cli.report import summary_table
 
-        console.print(summary_table(result.summary, title=f"summary ({result.summary_path})"))
+        console.print(summary_table(result.summary, title="summary"))
+        click.echo(f"summary: {result.summary_path}")

@@ -140,7 +140,7 @@ device_option = click.option(
     type=click.Choice(list(DEVICES)),
     default="auto",
     show_default=True,
-    help="ONNX Runtime: cuda runs on the GPU (onnxruntime-gpu; falls back to the CPU with a note), auto when present.",
+    help="ONNX Runtime: cuda runs on the GPU or fails (needs onnxruntime-gpu); auto uses the GPU when there is one.",
 )
 
 #: Which detected faces are kept (infer).
@@ -161,6 +161,13 @@ face_filter_options = stack(
     ),
     click.option(
         "--max-faces", default=None, type=click.IntRange(1), help="detect: keep at most N faces per image, largest first."
+    ),
+    click.option(
+        "--tiles/--no-tiles",
+        default=_face_defaults.tiles,
+        show_default=True,
+        help="detect: also search photos of 640+ px in overlapping tiles, for faces under ~8% of the long side "
+        "(about 3x the detector's time; measured: 3% -> 81% of such faces found).",
     ),
 )
 

@@ -10,6 +10,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from agebatch.metrics import ScopeMetrics
@@ -19,26 +21,34 @@ if TYPE_CHECKING:
     from agebatch.commands.inventory import Environment, ModelEntry
 
 
-def _fmt(v: float | None, pct: bool = False, signed: bool = False) -> str:
+def _fmt(v: float | None, pct: bool = False, signed: bool = False, digits: int = 2) -> str:
     if v is None:
         return "-"
-    return f"{v:.2%}" if pct else (f"{v:+.2f}" if signed else f"{v:.2f}")
+    return f"{v:.{digits}%}" if pct else (f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}")
 
 
 def summary_table(rows: list[ScopeMetrics], title: str = "summary") -> Table:
-    """Accuracy per scope; the interval and age-group columns only when the model has an age distribution."""
+    """Accuracy per scope; the interval and age-group columns only when the model has an age distribution.
+
+    Short headers, the meaning in the caption and an unwrapped scope: it fits 80 columns (a pipe, a CI log).
+    """
     table = Table(title=title)
     distribution = any(r.interval_coverage is not None for r in rows)
-    cols = ["scope", "n", "age MAE (years)", "gender accuracy"]
+    cols = ["scope", "n", "age MAE", "gender acc"]
     if distribution:
-        cols += ["in \\[p10, p90] (target 80%)", "age group exact", "age group one-off"]
+        cols += ["in p10-p90", "group exact", "group ±1"]
     for col in cols:
-        table.add_column(col, justify="left" if col == "scope" else "right")
+        table.add_column(col, justify="left" if col == "scope" else "right", no_wrap=col == "scope")
     for r in rows:
         cells = [r.scope, f"{r.n:,}", _fmt(r.age_mae), _fmt(r.gender_accuracy, pct=True)]
         if distribution:
             cells += [_fmt(r.interval_coverage, pct=True), _fmt(r.group_exact, pct=True), _fmt(r.group_one_off, pct=True)]
         table.add_row(*cells)
+    table.caption = "n: faces scored; age MAE in years" + (
+        "; in p10-p90: true age inside the 80% interval (target 80%); group: Adience age group, exact and within one"
+        if distribution
+        else ""
+    )
     return table
 
 
@@ -46,14 +56,15 @@ def quality_table(report: QualityReport, title: str = "quality") -> Table:
     """How much ages move with image quality, and MAE / bias per sharpness quintile (README "Quality")."""
     table = Table(title=title)
     # Short headers and an unwrapped scope, so the table fits 80 columns (a pipe, a CI log).
-    for col in ("scope", "n", "shift (y)", "|change| (y)", "MAE (y)", "bias (y)", "sharpness"):
-        table.add_column(col, justify="left" if col == "scope" else "right", no_wrap=col == "scope")
+    for col in ("scope", "n", "shift", "|change|", "MAE", "bias", "sharpness"):
+        table.add_column(col, justify="left" if col == "scope" else "right", no_wrap=True)
     for r in report.rows:
         cells = [_fmt(r.age_shift, signed=True), _fmt(r.age_change), _fmt(r.age_mae), _fmt(r.age_bias, signed=True)]
         table.add_row(r.scope, f"{r.n:,}", *cells, "-" if r.sharpness is None else f"{r.sharpness:.0f}")
     ok = report.meets_targets()
     table.caption = (
-        f"shift, |change|: copy - original (mean); bias: predicted - true. Targets |shift| <= {SHIFT_TARGET}, "
+        f"years; shift, |change|: copy - original (mean); bias: predicted - true; sharpness: median Laplacian "
+        f"variance. Targets |shift| <= {SHIFT_TARGET}, "
         f"|change| <= {CHANGE_TARGET}, |bias| <= {QUINTILE_BIAS_TARGET} y: " + ("met" if ok else "NOT met")
     )
     return table
@@ -75,7 +86,7 @@ def parity_table(parity: Mapping[str, Mapping[str, float]], title: str) -> Table
     cols = ["artifact", "faces", "max |age diff| (y)", "mean |age diff| (y)", "gender agreement"]
     cols += ["max |p10, p90, std diff| (y)", "age group agreement"] if dist else []
     for col in cols:
-        table.add_column(col, justify="right" if col != "artifact" else "left")
+        table.add_column(col, justify="right" if col != "artifact" else "left", no_wrap=col == "artifact")
     for artifact, p in parity.items():
         cells = [
             os.path.basename(artifact),
@@ -106,18 +117,25 @@ def compare_table(names: Sequence[str], rows: Sequence[Sequence[ScopeMetrics]], 
 
 
 def models_table(entries: Sequence[ModelEntry], title: str = "models") -> Table:
-    table = Table(title=title)
-    numbers = ("test age MAE", "test gender acc", "test in \\[p10, p90]")
-    for col in ("model", "file", "runs on", "precision", "input", "mirror TTA", *numbers, "here"):
-        table.add_column(col, justify="right" if col in numbers else "left")
+    """One row per model file; fits 80 columns (the precision is in an export's file name, the meaning in the caption)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    numbers = ("MAE", "gender", "p10-p90")
+    for col in ("file", "runs on", "input", *numbers, "here"):
+        # "here" may wrap ("unreadable: ..."), never below "yes"; the file name folds only when nothing else gives.
+        table.add_column(col, justify="right" if col in numbers else "left", no_wrap=col not in ("file", "here"),
+                         overflow="fold", min_width=3 if col == "here" else None)  # fmt: skip
     for e in entries:
-        name = e.name + (" (default)" if e.default else "")
-        here = "yes" if e.runnable else ("unreadable: " + e.problem if e.problem else "no (runtime missing)")
-        size = f"{e.input_size[0]}x{e.input_size[1]}" if e.input_size[0] else "-"
-        mae, acc = _fmt(e.test_age_mae), _fmt(e.test_gender_accuracy, pct=True)
-        tta = "-" if e.tta is None else ("yes" if e.tta else "no")
-        cover = _fmt(e.test_interval_coverage, pct=True)
-        table.add_row(name, os.path.basename(e.path), e.backend, e.precision, size, tta, mae, acc, cover, here)
+        name = os.path.basename(e.path) + (" *" if e.default else "")
+        here = "yes" if e.runnable else ("unreadable: " + escape(e.problem) if e.problem else "no (runtime missing)")
+        size = f"{e.input_size[0]}" if e.input_size[0] else "-"
+        size += "" if e.tta is None else (" tta" if e.tta else "")
+        mae, acc = _fmt(e.test_age_mae), _fmt(e.test_gender_accuracy, pct=True, digits=1)
+        cover = _fmt(e.test_interval_coverage, pct=True, digits=1)
+        table.add_row(escape(name), e.backend, size, mae, acc, cover, here)
+    table.caption = (
+        "* what `infer` runs without --model. input: pixels a side, tta: each face averaged with its mirror. "
+        + escape("MAE (years), gender accuracy and share of true ages in [age_p10, age_p90] on the test split")
+    )
     return table
 
 
@@ -131,6 +149,6 @@ def environment_table(env: Environment) -> Table:
         f"{env.onnxruntime}; providers: {', '.join(env.onnxruntime_providers)}" if env.onnxruntime else "not installed",
     )
     table.add_row("CUDA GPU (via CuPy)", "yes" if env.gpu else "no")
-    table.add_row("TensorRT", env.tensorrt or "not installed")
-    table.add_row("Keras", env.keras or "not installed (pip install 'agebatch[train]')")
+    table.add_row("TensorRT", env.tensorrt or escape("not installed (pip install 'agebatch[gpu]')"))
+    table.add_row("Keras", env.keras or escape("not installed (pip install 'agebatch[train]')"))
     return table

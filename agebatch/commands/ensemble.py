@@ -86,7 +86,6 @@ def build_ensemble(
     """
     import keras
 
-    from agebatch import __version__
     from agebatch.artifacts import sha256_file
     from agebatch.backends.keras import load_keras_model
     from agebatch.faces.align import template_for
@@ -96,6 +95,7 @@ def build_ensemble(
     from agebatch.models.serving import DISTRIBUTION, ensemble_of, has_distribution, is_mirrored, serving_model
     from agebatch.train.data import load_training_data
     from agebatch.train.record import save_model, split_metrics
+    from agebatch.version import __version__
 
     if len(models) < 2:
         raise AgebatchError("an ensemble needs at least two models")

@@ -117,7 +117,7 @@ def quality_of(job: InferJob) -> QualityReport:
     from agebatch.pipeline.stream import face_stage, runtime_options
 
     model = resolve(job.model, job.backend, tta=job.tta, device=job.device)
-    backend = load_backend(model.artifact, model.backend, **runtime_options(model, job))
+    backend = load_backend(model.artifact, model.backend, **runtime_options(model, job.device))
 
     def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for rows in face_stage(model, job).rows(iter_items(job.source)):

@@ -100,18 +100,45 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def align(image: np.ndarray, keypoints: np.ndarray, template: FaceTemplate, size: tuple[int, int], out: np.ndarray) -> None:
+#: How `align` fills crop pixels that fall outside the photo (a face cut by the frame): "constant" paints them
+#: black, as UTKFace's own crops of faces near an edge are; "replicate" repeats the photo's edge pixels.
+#: (`FaceOptions.border` chooses; README "Faces" has the measurement behind its default.)
+BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+
+
+def align(
+    image: np.ndarray,
+    keypoints: np.ndarray,
+    template: FaceTemplate,
+    size: tuple[int, int],
+    out: np.ndarray,
+    border: str,
+) -> float:
     """Warp the face with `keypoints` (6, 2, image pixels) from RGB `image` into `out` (H, W, 3) at `size`.
 
-    Pixels outside the photo come out black, as in UTKFace's crops of faces near an edge.
+    Returns the share of the crop that lies inside the photo (the `face_visible` column):
+    1.0 for a face well inside, less for one cut by the frame, whose missing part is
+    filled as `border` says.
     """
     idx = list(ALIGN_POINTS)
     m = similarity(keypoints[idx], template.points(size)[idx])
     h, w = size
+    visible = visible_share(m, size, image.shape)
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     if scale < SHRINK_LIMIT:
         image, m = _prefilter(image, m, scale, size)
-    cv2.warpAffine(image, m, (w, h), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    cv2.warpAffine(image, m, (w, h), dst=out, flags=cv2.INTER_LINEAR, borderMode=BORDERS[border], borderValue=(0, 0, 0))
+    return visible
+
+
+def visible_share(m: np.ndarray, size: tuple[int, int], shape: tuple[int, ...]) -> float:
+    """Share of the (H, W) crop's pixel centres that the warp `m` (photo -> crop) reads from inside the photo."""
+    h, w = size
+    inv = cv2.invertAffineTransform(m)
+    ys, xs = np.mgrid[0:h, 0:w]
+    pts = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5, np.ones(h * w)])
+    x, y = inv @ pts
+    return float(((x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])).mean())
 
 
 #: A warp that shrinks by more than this first area-averages the face's region: bilinear sampling

@@ -24,6 +24,11 @@ class FaceOptions:
     work_side: int = 1024  # photos are decoded (and faces cut) with their long side at most this
     full_range_above: int = 384  # long side (work pixels) above which the full-range model runs too
     iou: float = 0.3  # overlap above which two detections are one face
+    tiles: bool = True  # also search large photos in overlapping tiles, for small faces (`faces.detect`)
+    #: Crop pixels outside the photo (a face cut by the frame): "replicate" repeats its edge (`faces.align.BORDERS`).
+    #: Measured on 546 validation faces cut by the frame by 15-35% (Model B): age MAE 3.64 -> 3.56 and gender
+    #: 87.4% -> 88.5% against "constant" (black, as in UTKFace's own crops).
+    border: str = "replicate"
 
     def __post_init__(self) -> None:
         if not 0 < self.min_score < 1:
@@ -32,5 +37,7 @@ class FaceOptions:
             raise AgebatchError("--min-face must be 0 or more pixels")
         if self.max_faces is not None and self.max_faces < 1:
             raise AgebatchError("--max-faces must be at least 1")
+        if self.border not in ("constant", "replicate"):
+            raise AgebatchError(f"border must be constant or replicate (got {self.border!r})")
         if self.work_side < 64:
             raise AgebatchError("the working resolution must be at least 64 pixels")

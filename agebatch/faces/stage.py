@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from agebatch.faces.cut import FaceColumns, FaceRows
     from agebatch.faces.detect import FaceFinder
 
+#: Crop mode looks at this many of a run's first decodable inputs with the detector, to warn when they are
+#: not face crops (a coffee cup read as a face gets a confident age all the same).
+CROP_CHECK_INPUTS = 64
+#: Share of checked inputs without a face where the template puts it, above which crop mode warns.
+CROP_CHECK_SHARE = 0.25
+
 #: Photos decoded per detector batch in detect mode: ~100 MB of 1,024-px photos in flight per batch,
 #: and 8 photos per ONNX call inside it (README "Measured": 12 MP photos peak at 1.3 GB).
 DETECT_BATCH_IMAGES = 32
@@ -83,6 +89,29 @@ class FaceStage:
         for batch in iter_images(items, options=self.photo_options, batch_size=self.photos_per_batch, workers=self.workers):
             rows = self.cut(batch)
             yield StageRows(rows.items, rows.errors, rows.crops, batch.items, rows.columns)
+
+    def crop_check(self, crops: np.ndarray) -> str | None:
+        """Crop mode's one warning: a note when many of `crops` (model-input RGB) are not aligned face crops.
+
+        A crop passes when the detector finds a face in it that already sits where the
+        template puts one (the rule detect mode uses to feed an aligned crop as it is).
+        """
+        from agebatch.faces.align import already_aligned
+
+        crops = crops[:CROP_CHECK_INPUTS]
+        if not len(crops):
+            return None
+        found = self.finder.find(list(crops))
+        unlike = sum(
+            not (len(d) and already_aligned(c.shape, d.keypoints[0], self.template)) for c, d in zip(crops, found, strict=True)
+        )
+        if unlike <= CROP_CHECK_SHARE * len(crops):
+            return None
+        return (
+            f"--faces crop: {unlike} of the first {len(crops)} readable inputs do not look like aligned face crops "
+            "(no face where the model expects one), and their ages and genders are guesses; "
+            "for photos use --faces detect, which finds and aligns every face"
+        )
 
     def cut(self, batch: ImageBatch, finder: FaceFinder | None = None) -> FaceRows:
         """Detect and align the faces of decoded photos (Ray tasks pass their own long-lived finder)."""

@@ -56,6 +56,20 @@ class DecodeError(Exception):
     """One input could not become an image; the message is the reason shown to users."""
 
 
+#: How a row's `status` is told from its decode reason (`agebatch.io.schemas.STATUSES`): the reasons `read_file`
+#: and the size limits below give start with these words; every other decode reason is a "decode_error".
+_UNREADABLE = ("no path", "file not found", "permission denied", "is a folder", "cannot open", "not a regular file",
+               "read failed", "empty file")  # fmt: skip
+_TOO_LARGE = ("file too large", "image too large")
+
+
+def decode_status(reason: str) -> str:
+    """The `status` of a row that failed to decode with `reason`."""
+    if reason.startswith(_UNREADABLE):
+        return "unreadable"
+    return "too_large" if reason.startswith(_TOO_LARGE) else "decode_error"
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
     """How every input is turned into a model input. Models record theirs in the model card."""

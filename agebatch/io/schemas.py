@@ -11,7 +11,9 @@ import pyarrow as pa
 #: 2: predictions' `path` may be null (a manifest row without a path); with --faces detect, one row per face
 #: and the FACE_COLUMNS. 3: the AGE_DISTRIBUTION_COLUMNS after `error`.
 #: 4: `path_bytes` last (the exact bytes of a file name that is not valid UTF-8; `path` then has U+FFFD for them).
-SCHEMA_VERSION = "4"
+#: 5: `face_keypoints`, `face_visible` end the FACE_COLUMNS; `input` and `status` after the label columns, then the
+#: manifest's passed-through columns, then `path_bytes`.
+SCHEMA_VERSION = "5"
 
 #: Key/value metadata keys (bytes in Parquet; str here). Writers fill what they know.
 META_VERSION = "agebatch.version"  # tool version that wrote the file
@@ -70,15 +72,39 @@ AGE_DISTRIBUTION_COLUMNS = [
 #: Appended to PREDICTIONS with --faces detect: which face of the image, where, how sure the detector was.
 FACE_COLUMNS = [
     pa.field("face", pa.int16()),  # 0 = the largest face of the image, then by size; null when none was found
-    pa.field("face_x", pa.float32()),  # box in source-image pixels (after EXIF rotation)
+    pa.field("face_x", pa.float32()),  # box in source-image pixels (after EXIF rotation); may reach past the image
     pa.field("face_y", pa.float32()),
     pa.field("face_w", pa.float32()),
     pa.field("face_h", pa.float32()),
     pa.field("face_score", pa.float32()),  # detector confidence, 0..1
+    # Schema 5: right eye, left eye, nose tip, mouth as x0, y0, ..., x3, y3 in source pixels (InsightFace's `kps`
+    # order differs: it has two mouth corners); the share of the aligned crop that lies inside the photo (< 1 for a
+    # face cut by the frame, whose box then reaches past the image).
+    pa.field("face_keypoints", pa.list_(pa.float32(), 8)),
+    pa.field("face_visible", pa.float32()),
 ]
 
 #: Appended when the inputs carry labels.
 PREDICTION_LABELS = [pa.field("age_true", pa.int16()), pa.field("gender_true", pa.int8())]
+
+#: What became of a row, one word (`error` keeps the readable reason). Only "ok" rows carry predictions;
+#: "no_face" is an outcome, not a failure (a landscape has no face), and is counted apart from errors.
+STATUSES: dict[str, str] = {
+    "ok": "predicted",
+    "no_face": "detect mode: no face found, or only faces smaller than --min-face",
+    "unreadable": "the file could not be read: missing, a folder, not a regular file, empty, no permission, no path",
+    "too_large": "over a size limit: file bytes, decoded pixels, or the decode memory budget",
+    "decode_error": "the bytes are not a decodable image (corrupt, truncated, unsupported format or pixel type)",
+    "bad_box": "the manifest's face box has no positive size, lies outside the image, or has malformed keypoints",
+}
+#: Statuses that are not failures of the run's inputs (the progress bar, tally and summary count the rest as errors).
+NOT_ERRORS = ("ok", "no_face")
+
+#: Schema 5, always after the label columns: which input a row belongs to and what became of it.
+ROW_COLUMNS = [
+    pa.field("input", pa.int64(), nullable=False),  # 0-based position in the source (manifest row, folder listing)
+    pa.field("status", pa.string(), nullable=False),  # one of STATUSES
+]
 SUMMARY = pa.schema(
     [
         pa.field("scope", pa.string(), nullable=False),  # all | age:0-12 | ... | gender:male | gender:female
@@ -100,12 +126,20 @@ SUMMARY = pa.schema(
 )
 
 
-def predictions_schema(labels: bool, faces: bool = False) -> pa.Schema:
-    """The predictions table's schema: face columns with --faces detect, label columns when inputs carry labels."""
+def predictions_schema(labels: bool, faces: bool = False, passthrough: list[pa.Field] | None = None) -> pa.Schema:
+    """The predictions table's schema: face columns with --faces detect, label columns when inputs carry labels,
+    then `input` and `status`, then the manifest's `passthrough` columns (`--keep-columns`), `path_bytes` last."""
     return pa.schema(
         list(PREDICTIONS)
         + AGE_DISTRIBUTION_COLUMNS
         + (FACE_COLUMNS if faces else [])
         + (PREDICTION_LABELS if labels else [])
+        + ROW_COLUMNS
+        + (passthrough or [])
         + [PATH_BYTES]
     )
+
+
+def output_names() -> set[str]:
+    """Every column name agebatch itself may write to a predictions table (a passed-through column must not clash)."""
+    return set(predictions_schema(True, True).names)

@@ -11,7 +11,7 @@ import fnmatch
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agebatch.errors import AgebatchError
 from agebatch.io.labels import parse_utkface_name
@@ -19,10 +19,18 @@ from agebatch.io.labels import parse_utkface_name
 #: File extensions (lower case) that a folder scan picks up by default.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
 LabelMode = Literal["auto", "filename", "none"]
 
 #: Manifest columns that agebatch reads; others are ignored.
 MANIFEST_LABEL_COLUMNS = ("age", "gender", "race")
+#: Manifest columns of a face box the caller already has (one box per row; a null box: detect as usual), and
+#: optionally its 4 keypoints as 8 numbers. The output's face columns of the same names echo them.
+BOX_COLUMNS = ("face_x", "face_y", "face_w", "face_h")
+KEYPOINTS_COLUMN = "face_keypoints"
 
 
 #: Where labelled training data is read when a command is given no `--data`: this variable, never a built-in path.
@@ -52,7 +60,10 @@ class Item:
 
     `path` is where the bytes are read from; `key` is what outputs report in their
     `path` column (the manifest's own string, so results join back to it; None when a
-    manifest row has no path, so the output row stays null and traceable by position).
+    manifest row has no path). `index` is the input's 0-based position in its source
+    (a manifest's row, a folder's sorted listing), the output's `input` column: it ties
+    every row to its input even when paths are null or repeated. `extra` holds the
+    manifest columns passed through to the output (`passthrough_fields`), in that order.
     """
 
     path: str
@@ -62,6 +73,12 @@ class Item:
     race: int | None = None
     sha256: str | None = None
     split: str | None = None
+    index: int = -1
+    extra: tuple[object, ...] = ()
+    #: A face box the manifest gives (x, y, w, h, source pixels; `BOX_COLUMNS`): detect mode aligns and predicts
+    #: that face instead of detecting; with `keypoints` (x, y of right eye, left eye, nose tip, mouth) it aligns on them.
+    box: tuple[float, float, float, float] | None = None
+    keypoints: tuple[float, ...] | None = None
 
     @property
     def has_labels(self) -> bool:
@@ -176,23 +193,64 @@ def _int_column(table: object, name: str, low: int, high: int, manifest: str, fi
     return values
 
 
-def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto") -> Iterator[Item]:
-    """Yield the rows of a Parquet manifest as `Item`s, in file order.
-
-    The manifest needs a string `path` column; relative paths resolve against the
-    manifest's folder. Optional `age`, `gender`, `race`, `sha256`, `split` columns
-    are carried along. The file is read one record batch at a time.
-    """
+def _open_manifest(manifest: str) -> pq.ParquetFile:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    manifest = os.fspath(manifest)
     try:
-        pf = pq.ParquetFile(manifest)
+        return pq.ParquetFile(manifest)
     except FileNotFoundError as e:
         raise AgebatchError(f"manifest not found: {manifest}") from e
     except (pa.ArrowException, OSError) as e:
         raise AgebatchError(f"not a readable Parquet manifest: {manifest} ({e})") from e
+
+
+def passthrough_fields(source: str, keep: tuple[str, ...] | None, taken: Iterable[str]) -> list[pa.Field]:
+    """The manifest columns copied into every output row of their input (`--keep-columns`), as output fields.
+
+    `keep` None: every column of a manifest whose name the output does not already use
+    (`taken`: predictions, labels, ...), binary ones excepted (image bytes would be copied
+    once per face); a folder or single file has none. Named columns must exist and must
+    not clash with an output column: both exit 2 before any work, naming the columns.
+    Dictionary columns come out as their plain values.
+    """
+    import pyarrow as pa
+
+    taken = set(taken) | {"path", "path_bytes"}
+    if not is_manifest(source):
+        if keep:
+            raise AgebatchError(f"--keep-columns copies manifest columns; {source} is not a Parquet manifest")
+        return []
+    schema = _open_manifest(source).schema_arrow
+    if keep is None:
+        chosen = [
+            f for f in schema if f.name not in taken and not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+        ]
+    else:
+        missing = [c for c in keep if c not in schema.names]
+        if missing:
+            raise AgebatchError(f"--keep-columns: {', '.join(missing)} not in {source} (its columns: {', '.join(schema.names)})")
+        clash = [c for c in keep if c in taken]
+        if clash:
+            raise AgebatchError(
+                f"--keep-columns: {', '.join(clash)} would replace output columns of the same name; rename them in the manifest"
+            )
+        chosen = [schema.field(c) for c in dict.fromkeys(keep)]
+    return [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else pa.field(f.name, f.type) for f in chosen]
+
+
+def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto", extra: tuple[str, ...] = ()) -> Iterator[Item]:
+    """Yield the rows of a Parquet manifest as `Item`s, in file order.
+
+    The manifest needs a string `path` column; relative paths resolve against the
+    manifest's folder. Optional `age`, `gender`, `race`, `sha256`, `split` columns
+    are carried along, and the `extra` columns' values in `Item.extra`. The file is
+    read one record batch at a time.
+    """
+    import pyarrow as pa
+
+    manifest = os.fspath(manifest)
+    pf = _open_manifest(manifest)
     names = set(pf.schema_arrow.names)
     if "path" not in names:
         raise AgebatchError(f"{manifest}: no 'path' column (columns: {', '.join(sorted(names)) or 'none'})")
@@ -203,7 +261,7 @@ def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto
     label_cols = [c for c in MANIFEST_LABEL_COLUMNS if c in names]
     from_columns = labels == "auto" and bool(label_cols)
     from_names = labels == "filename" or (labels == "auto" and not label_cols)
-    extra = [c for c in ("sha256", "split") if c in names]
+    carried = [c for c in ("sha256", "split") if c in names]
     raw = ["path_bytes"] if "path_bytes" in names else []  # a non-UTF-8 file name's exact bytes (schema 4)
     base = os.path.dirname(os.path.abspath(manifest))
     bounds = {"age": (0, 150), "gender": (0, 1), "race": (0, 4)}
@@ -217,7 +275,10 @@ def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto
                 _int_column(table, c, *bounds[c], manifest, row)
             row += batch.num_rows
 
-    for batch in pf.iter_batches(batch_size=8192, columns=["path", *(label_cols if from_columns else []), *extra, *raw]):
+    boxes = _box_columns(pf.schema_arrow, manifest)
+    read = list(dict.fromkeys(["path", *(label_cols if from_columns else []), *carried, *raw, *extra, *boxes]))
+    index = 0
+    for batch in pf.iter_batches(batch_size=8192, columns=read):
         table = pa.Table.from_batches([batch])
         keys = table.column("path").to_pylist()
         exact = table.column("path_bytes").to_pylist() if raw else [None] * len(keys)
@@ -225,16 +286,64 @@ def iter_manifest(manifest: str | os.PathLike[str], *, labels: LabelMode = "auto
         if from_columns:
             for c in label_cols:
                 cols[c] = _int_column(table, c, *bounds[c], manifest)
-        for c in extra:
+        for c in carried:
             cols[c] = table.column(c).to_pylist()
+        passed = list(zip(*(table.column(c).to_pylist() for c in extra), strict=True)) if extra else [()] * len(keys)
+        given = _boxes(table, boxes) if boxes else [(None, None)] * len(keys)
         for i, key in enumerate(keys):
             path = key or ""  # a null or empty path reads as "" and becomes an error row, never a dropped one
             raw_name = exact[i]
             if raw_name is not None:
                 path = key = os.fsdecode(raw_name)  # the real name: reads the file, and `path_bytes` is written again
             path = path if (not path or os.path.isabs(path)) else os.path.join(base, path)
-            item = Item(path=path, key=key, **{c: v[i] for c, v in cols.items()})
+            box, points = given[i]
+            item = Item(
+                path=path, key=key, index=index, extra=passed[i], box=box, keypoints=points, **{c: v[i] for c, v in cols.items()}
+            )
+            index += 1
             yield _with_name_labels(item) if from_names else item
+
+
+def _box_columns(schema: pa.Schema, manifest: str) -> list[str]:
+    """The box (and keypoint) columns a manifest has: all four box columns or none, numeric; else exit 2."""
+    import pyarrow as pa
+
+    have = [c for c in BOX_COLUMNS if c in schema.names]
+    if not have:
+        return []
+    if len(have) != len(BOX_COLUMNS):
+        missing = ", ".join(c for c in BOX_COLUMNS if c not in have)
+        raise AgebatchError(f"{manifest}: face boxes need all of {', '.join(BOX_COLUMNS)}; missing {missing}")
+    for c in have:
+        t = schema.field(c).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+            raise AgebatchError(f"{manifest}: column '{c}' must be numeric (source pixels), not {t}")
+    if KEYPOINTS_COLUMN in schema.names:
+        t = schema.field(KEYPOINTS_COLUMN).type
+        if not (pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t)):
+            raise AgebatchError(f"{manifest}: column '{KEYPOINTS_COLUMN}' must be a list of 8 numbers, not {t}")
+        have.append(KEYPOINTS_COLUMN)
+    return have
+
+
+def _boxes(
+    table: pa.Table, columns: list[str]
+) -> list[tuple[tuple[float, float, float, float] | None, tuple[float, ...] | None]]:
+    """Per row: the given box (None when any of it is null: detect that row) and its keypoints (None when absent).
+
+    Values are passed on unchecked: a box outside its image is that row's error, known only once it is decoded.
+    """
+    values = [table.column(c).to_pylist() for c in BOX_COLUMNS]
+    points = table.column(KEYPOINTS_COLUMN).to_pylist() if KEYPOINTS_COLUMN in columns else [None] * table.num_rows
+    out: list[tuple[tuple[float, float, float, float] | None, tuple[float, ...] | None]] = []
+    for r in range(table.num_rows):
+        x, y, w, h = (v[r] for v in values)
+        if x is None or y is None or w is None or h is None:
+            out.append((None, None))
+            continue
+        kp = points[r]
+        out.append(((float(x), float(y), float(w), float(h)), None if kp is None else tuple(kp)))
+    return out
 
 
 def _with_name_labels(item: Item) -> Item:
@@ -264,23 +373,25 @@ def iter_items(
     labels: LabelMode = "auto",
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     glob: str | None = None,
+    extra: tuple[str, ...] = (),
 ) -> Iterator[Item]:
     """Yield the items of any source: a folder, a Parquet manifest or one image file.
 
     `labels`: "auto" reads manifest label columns when a manifest has them, else
     UTKFace file-name labels; "filename" always reads file names; "none" reads none.
+    `extra`: manifest columns to carry in `Item.extra` (see `passthrough_fields`).
     """
     source = os.fspath(source)
     if not os.path.exists(source):
         raise AgebatchError(f"no such file or folder: {source}")
     if os.path.isdir(source):
-        for path in iter_folder(source, extensions=extensions, glob=glob):
-            item = Item(path=path, key=path)
+        for index, path in enumerate(iter_folder(source, extensions=extensions, glob=glob)):
+            item = Item(path=path, key=path, index=index)
             yield _with_name_labels(item) if labels != "none" else item
     elif is_manifest(source):
-        yield from iter_manifest(source, labels=labels)
+        yield from iter_manifest(source, labels=labels, extra=extra)
     else:
-        item = Item(path=source, key=source)
+        item = Item(path=source, key=source, index=0)
         yield _with_name_labels(item) if labels != "none" else item
 
 

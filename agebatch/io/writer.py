@@ -18,10 +18,10 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agebatch import __version__
 from agebatch.errors import AgebatchError, already_exists
 from agebatch.io.atomic import AtomicFile, io_error
 from agebatch.io.schemas import META_CREATED, META_ROWS, META_VERSION
+from agebatch.version import __version__
 
 
 def check_output_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> str:

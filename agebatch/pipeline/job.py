@@ -15,8 +15,10 @@ from agebatch.backends.registry import BACKEND_CHOICES
 from agebatch.errors import AgebatchError
 from agebatch.faces.options import DEFAULT_FACES, FACE_MODES, FaceOptions
 
-#: Rows per resumable shard: a crash loses at most this many rows of work.
+#: A resumable shard is written at this many rows or this many seconds, whichever comes first, so a crash
+#: (kill -9) loses at most that much work; Ctrl-C and SIGTERM lose only the batch in flight.
 DEFAULT_SHARD_ROWS = 8192
+DEFAULT_SHARD_SECONDS = 30.0
 DEFAULT_BATCH_SIZE = 256
 #: The decode queue holds up to 4 batches: 4,096 faces at 128x128 are 0.8 GB of pixels in flight.
 MAX_BATCH_SIZE = 4096
@@ -55,6 +57,9 @@ class InferJob:
     limit: int | None = None
     glob: str | None = None
     shard_rows: int = DEFAULT_SHARD_ROWS
+    shard_seconds: float = DEFAULT_SHARD_SECONDS
+    #: Manifest columns copied to each output row (`io.sources.passthrough_fields`); None: all the output does not use.
+    keep_columns: tuple[str, ...] | None = None
     ray: RayOptions | None = None
     faces: str = DEFAULT_FACES  # "detect": find, align and predict every face; "crop": each input is one face crop
     face_options: FaceOptions = field(default_factory=FaceOptions)
@@ -76,6 +81,8 @@ class InferJob:
             raise AgebatchError("--resume continues a run and --overwrite starts it over: pass one of them")
         if self.shard_rows < 1:
             raise AgebatchError("shard rows must be positive")
+        if not self.shard_seconds > 0:
+            raise AgebatchError("shard seconds must be positive")
         if self.workers is not None and self.workers < 0:
             raise AgebatchError("workers must be 0 or more")
         if self.limit is not None and self.limit < 1:
@@ -103,7 +110,9 @@ class InferJob:
     def cli_args(self) -> list[str]:
         """The `agebatch infer` arguments that run this job (benchmarks time it as a whole process)."""
         args = [self.source, "--out", self.out, "--backend", self.backend, "--batch-size", str(self.batch_size)]
-        args += ["--shard-rows", str(self.shard_rows)]
+        args += ["--shard-rows", str(self.shard_rows), "--shard-seconds", str(self.shard_seconds)]
+        if self.keep_columns is not None:
+            args += ["--keep-columns", ",".join(self.keep_columns)]
         for flag, value in (("--model", self.model), ("--workers", self.workers), ("--summary", self.summary)):
             if value is not None:
                 args += [flag, str(value)]
@@ -115,6 +124,7 @@ class InferJob:
         args += ["--faces", self.faces, "--min-score", str(f.min_score), "--min-face", str(f.min_face)]
         if f.max_faces is not None:
             args += ["--max-faces", str(f.max_faces)]
+        args += ["--tiles" if f.tiles else "--no-tiles"]
         if self.save_crops is not None:
             args += ["--save-crops", self.save_crops]
         args += ["--tta" if self.tta else "--no-tta", "--device", self.device]

@@ -97,6 +97,8 @@ def _detect_batch(batch: dict[str, np.ndarray], stage: FaceStage) -> dict[str, n
         "face": rows.columns.face,
         "box": rows.columns.boxes,
         "score": rows.columns.scores,
+        "keypoints": rows.columns.keypoints,
+        "visible": rows.columns.visible,
     }
 
 
@@ -140,6 +142,8 @@ class RayStream:
         listed = list(items)  # paths and labels only: ~100 bytes per input on the driver
         if not listed:
             return
+        if self.job.faces == "detect" and any(i.box is not None for i in listed):
+            raise AgebatchError("face boxes from a manifest are not carried to Ray tasks yet; run without --ray")
         blocks: list[pa.Table | bytes] = [  # the union is what from_arrow declares (its List is invariant)
             pa.table(
                 {
@@ -168,7 +172,7 @@ class RayStream:
                 fn_constructor_kwargs={
                     "artifact": self.model.artifact,
                     "kind": self.model.backend,
-                    "options": runtime_options(self.model, self.job),
+                    "options": runtime_options(self.model, self.job.device),
                 },
                 compute=ray.data.ActorPoolStrategy(size=self.options.actors),
                 num_gpus=self.options.gpus_per_actor or None,
@@ -189,7 +193,13 @@ class RayStream:
             errors = [e or None for e in out["error"]]
             faces = None
             if "face" in out:
-                faces = FaceColumns(out["face"].astype(np.int16), out["box"].astype(np.float32), out["score"].astype(np.float32))
+                faces = FaceColumns(
+                    out["face"].astype(np.int16),
+                    out["box"].astype(np.float32),
+                    out["score"].astype(np.float32),
+                    out["keypoints"].astype(np.float32),
+                    out["visible"].astype(np.float32),
+                )
             pred = Predictions.from_outputs(out, len(rows))
             yield BatchResult(rows, errors, pred, faces, len(starts), [listed[i] for i in starts])
             expected += len(starts)

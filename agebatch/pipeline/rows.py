@@ -15,7 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agebatch.ages import AGE_GROUPS
-from agebatch.io.schemas import META_SCHEMA, META_STATS, SUMMARY
+from agebatch.faces.cut import BAD_BOX, NO_FACE, ONLY_SMALL_FACES
+from agebatch.io.decode import decode_status
+from agebatch.io.schemas import META_SCHEMA, META_STATS, NOT_ERRORS, SUMMARY
 from agebatch.io.sources import display_key, key_bytes
 from agebatch.io.writer import ParquetWriter
 from agebatch.metrics import ScopeMetrics, SummaryAccumulator
@@ -24,8 +26,21 @@ from agebatch.pipeline.stream import BatchResult
 GROUP_LABELS = pa.array(AGE_GROUPS, pa.string())
 
 
+def status_of(error: str | None) -> str:
+    """A row's `status` (`agebatch.io.schemas.STATUSES`) from its `error`: the one place outcome is told from reason."""
+    if error is None:
+        return "ok"
+    if error in (NO_FACE, ONLY_SMALL_FACES):
+        return "no_face"
+    return "bad_box" if error.startswith(BAD_BOX) else decode_status(error)
+
+
 def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
-    """One row per input; predictions are null where the row has an error."""
+    """One row per input (per face in detect mode); predictions are null where the row has an error.
+
+    The manifest's passed-through columns are the schema's fields between `status` and
+    `path_bytes`, filled from each item's `extra` in that order.
+    """
     bad = ~result.ok
     p = result.pred
     prob = p.gender_prob
@@ -48,12 +63,27 @@ def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
         cols["face"] = pa.array(f.face, pa.int16(), mask=none)
         for k, name in enumerate(("face_x", "face_y", "face_w", "face_h")):
             cols[name] = pa.array(f.boxes[:, k], pa.float32(), mask=none)
-        cols["face_score"] = pa.array(f.scores, pa.float32(), mask=none)
+        cols["face_score"] = pa.array(f.scores, pa.float32(), mask=none | np.isnan(f.scores))  # NaN: a given box
+        flat = pa.array(f.keypoints.reshape(-1), pa.float32())
+        cols["face_keypoints"] = pa.FixedSizeListArray.from_arrays(flat, 8, mask=pa.array(none))
+        cols["face_visible"] = pa.array(f.visible, pa.float32(), mask=none)
     if "age_true" in schema.names:
         cols["age_true"] = pa.array([i.age for i in result.items], pa.int16())
         cols["gender_true"] = pa.array([i.gender for i in result.items], pa.int8())
+    cols["input"] = pa.array([i.index for i in result.items], pa.int64())
+    cols["status"] = pa.array([status_of(e) for e in result.errors], pa.string())
+    names = schema.names
+    for k, name in enumerate(names[names.index("status") + 1 : -1]):
+        cols[name] = pa.array([i.extra[k] for i in result.items], schema.field(name).type)
     cols["path_bytes"] = pa.array([key_bytes(i.key) for i in result.items], pa.binary())
     return pa.RecordBatch.from_pydict(cols, schema=schema)
+
+
+def row_errors(errors: list[str | None]) -> tuple[int, int]:
+    """(error rows, rows without a face) of a batch: what progress and tallies count, no-face apart."""
+    statuses = [status_of(e) for e in errors if e is not None]
+    no_face = statuses.count("no_face")
+    return len(statuses) - no_face, no_face
 
 
 @dataclass(slots=True)
@@ -66,13 +96,18 @@ class RunTally:
 
     inputs: int = 0
     rows: int = 0
-    errors: int = 0
+    errors: int = 0  # rows whose status is a failure (not "ok" nor "no_face")
+    no_face: int = 0
     metrics: SummaryAccumulator = field(default_factory=SummaryAccumulator)
 
     def add(self, table: pa.Table, inputs: int) -> None:
         self.inputs += inputs
         self.rows += table.num_rows
-        self.errors += table.num_rows - table.column("error").null_count
+        status = table.column("status")
+        fine = pc.is_in(status, value_set=pa.array(NOT_ERRORS))
+        no_face = pc.is_in(status, value_set=pa.array(["no_face"]))
+        self.errors += table.num_rows - int(pc.count(pc.filter(status, fine)).as_py())
+        self.no_face += int(pc.count(pc.filter(status, no_face)).as_py())
         if "age_true" in table.column_names:
             if "face" in table.column_names:
                 face = table.column("face").to_numpy(zero_copy_only=False)
@@ -93,8 +128,9 @@ class RunTally:
         return {
             "inputs": self.inputs,
             "rows": self.rows,
-            "predicted": self.rows - self.errors,
+            "predicted": self.rows - self.errors - self.no_face,
             "errors": self.errors,
+            "no_face": self.no_face,
             "resumed_inputs": resumed_inputs,
         }
 
@@ -103,8 +139,9 @@ def _floats(table: pa.Table, column: str) -> np.ndarray:
     return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-#: Run counts the summary carries as `run:*` rows (n only): inputs read, rows written, rows predicted, error rows.
-RUN_COUNTS = ("inputs", "rows", "predicted", "errors")
+#: Run counts the summary carries as `run:*` rows (n only): inputs read, rows written, rows predicted, error rows,
+#: rows of inputs without a face (detect mode; not errors).
+RUN_COUNTS = ("inputs", "rows", "predicted", "errors", "no_face")
 
 
 def write_summary(path: str, rows: list[ScopeMetrics], stats: dict[str, int], meta: dict[str, str]) -> None:

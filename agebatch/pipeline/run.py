@@ -1,13 +1,14 @@
 """`agebatch infer`: source -> prediction stream -> shard store -> output and summary.
 
-One row per input, in input order, always: a file that cannot be decoded gets a row
-with its `error`. Memory stays flat: a shard (8,192 rows by default) and the decode
+One row per input (per face in detect mode), in input order, always: a file that cannot
+be decoded gets a row with its `status` and `error`. Memory stays flat: a shard (8,192 rows or 30 s by default) and the decode
 queue's few batches are all that is held. Each stage lives in its own module; this one
 only wires them and decides nothing about any of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -34,14 +35,15 @@ from agebatch.io.schemas import (
     META_SOURCE,
     META_STATS,
     SCHEMA_VERSION,
+    output_names,
     predictions_schema,
 )
-from agebatch.io.sources import Item, count_items, iter_items
+from agebatch.io.sources import Item, count_items, iter_items, passthrough_fields
 from agebatch.io.writer import read_metadata
 from agebatch.metrics import ScopeMetrics
 from agebatch.pipeline.guard import check_outputs, refuse_outputs_as_inputs
 from agebatch.pipeline.job import InferJob
-from agebatch.pipeline.rows import RunTally, to_record_batch, write_summary
+from agebatch.pipeline.rows import RunTally, row_errors, to_record_batch, write_summary
 from agebatch.pipeline.shards import ShardStore, run_signature, same_run
 from agebatch.pipeline.stream import LocalStream, PredictionStream
 
@@ -54,7 +56,11 @@ class ProgressSink(Protocol):
 
     def set_total(self, total: int | None) -> None: ...
 
-    def advance(self, n: int = 1, *, errors: int = 0) -> None: ...
+    def skip(self, n: int) -> None:
+        """`n` inputs were done by an earlier run (--resume): counted as done, not in the rate."""
+        ...
+
+    def advance(self, n: int = 1, *, errors: int = 0, no_face: int = 0) -> None: ...
 
 
 @dataclass(slots=True)
@@ -64,7 +70,8 @@ class InferResult:
     inputs: int
     rows: int  # = inputs in crop mode; one per face (or per faceless / unreadable input) in detect mode
     predicted: int  # rows with predictions
-    errors: int  # rows with an error
+    errors: int  # rows whose input failed (unreadable, too large, not decodable)
+    no_face: int  # rows of inputs without a face (detect mode): an outcome, not an error
     resumed_inputs: int
     seconds: float
     backend: str
@@ -170,6 +177,9 @@ def _count_in_background(job: InferJob, progress: ProgressSink) -> None:
 
 
 def _stopped(what: str, store: ShardStore) -> str:
+    """Save what was predicted before the stop (the batch in flight is all that is lost), then say what is kept."""
+    with contextlib.suppress(Exception):  # a full disk: earlier shards stay kept, and the message says how many
+        store.flush()
     if not store.saved:
         return f"{what} before any rows were saved; nothing was kept"
     return f"{what} after {store.saved:,} inputs were saved in {store.folder}; run the same command with --resume to continue"
@@ -190,19 +200,23 @@ def _already_done(job: InferJob, store: ShardStore) -> InferResult:
     done = store.finished_stats()
     summary = job.summary_path if os.path.isfile(job.summary_path) else None
     inputs, rows, errors = int(done.get("inputs", 0)), int(done.get("rows", done.get("inputs", 0))), int(done.get("errors", 0))
+    no_face = int(done.get("no_face", 0))
     return InferResult(
-        job.out, summary, inputs, rows, rows - errors, errors, inputs, 0.0, str(done.get(META_BACKEND, "")),
+        job.out, summary, inputs, rows, rows - errors - no_face, errors, no_face, inputs, 0.0, str(done.get(META_BACKEND, "")),
         str(done.get(META_MODEL_ID, "")), str(done.get(META_FACES, job.faces)), nothing_to_do=True,
     )  # fmt: skip
 
 
 def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None) -> InferResult:
     store = ShardStore.prepare(
-        job.out, folder_output=job.folder_output, shard_rows=job.shard_rows, resume=job.resume, overwrite=job.overwrite
-    )
+        job.out, folder_output=job.folder_output, shard_rows=job.shard_rows, resume=job.resume, overwrite=job.overwrite,
+        shard_seconds=job.shard_seconds,
+    )  # fmt: skip
     check_targets(job)  # after the output's own checks (their wording first), before any work
+    passthrough = passthrough_fields(job.source, job.keep_columns, output_names())
     model = resolve(job.model, job.backend, tta=job.tta, device=job.device)
-    items = refuse_outputs_as_inputs(iter_items(job.source, glob=job.glob), outputs)
+    listed = iter_items(job.source, glob=job.glob, extra=tuple(f.name for f in passthrough))
+    items = refuse_outputs_as_inputs(listed, outputs)
     any_input, has_labels, items = _peek(items)
     if not any_input:
         where = f"{job.source} (none matches --glob {job.glob!r})" if job.glob else job.source
@@ -211,7 +225,9 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     faces = {"mode": job.faces, "tta": model.tta, **(asdict(job.face_options) if detect else {})}
     if detect:
         faces["template"] = template_for(model.card.face_template).to_dict()["keypoints"]
-    signature = run_signature(job.source, model.artifact, model.sha256, has_labels, asdict(model.card.decode_options()), faces)
+    schema = predictions_schema(has_labels, faces=detect, passthrough=passthrough)
+    decode = asdict(model.card.decode_options())
+    signature = run_signature(job.source, model.artifact, model.sha256, has_labels, decode, faces, schema.names)
     if store.finished_candidate:
         store.check_finished(signature)  # another run's or a foreign file: exit 2; this run's: nothing to do
         return _already_done(job, store)
@@ -220,13 +236,12 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     stream = open_stream(model, job)
     if job.limit is not None:
         items = itertools.islice(items, job.limit)
-    schema = predictions_schema(has_labels, faces=detect)
     done = store.open(signature, items, resume=job.resume, source=job.source, schema=schema)
 
     if progress is not None:
         _count_in_background(job, progress)
         if done:
-            progress.advance(done)
+            progress.skip(done)
 
     t0 = time.perf_counter()
     streamed = 0
@@ -235,7 +250,8 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
             store.append(to_record_batch(result, schema), result.input_keys)
             streamed += result.inputs
             if progress is not None:
-                progress.advance(result.inputs, errors=int((~result.ok).sum()))
+                errors, no_face = row_errors(result.errors)
+                progress.advance(result.inputs, errors=errors, no_face=no_face)
             check_terminated()
         store.flush()
         check_terminated()  # nothing is made final after a SIGTERM, even one whose exception a finalizer swallowed
@@ -274,6 +290,6 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
         write_summary(summary_path, summary, stats, {**meta, META_RUN: json.dumps(signature, sort_keys=True)})
     store.finish({**stats, **meta})
     return InferResult(
-        job.out, summary_path, tally.inputs, tally.rows, tally.rows - tally.errors, tally.errors, done, seconds, stream.name,
-        model.artifact, job.faces, summary, notes=stream.notes,
+        job.out, summary_path, tally.inputs, tally.rows, stats["predicted"], tally.errors, tally.no_face, done, seconds,
+        stream.name, model.artifact, job.faces, summary, notes=stream.notes,
     )  # fmt: skip

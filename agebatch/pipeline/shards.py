@@ -8,7 +8,9 @@ model hash, labels, decode and face settings). A local run's folder is hidden
 beside its output (``.NAME.parts/``) and is concatenated into the output at the end,
 then removed; a Ray run's output *is* the folder, marked complete by ``_SUCCESS.json``.
 
-So a crash, Ctrl-C or ``kill -9`` loses at most the shard in progress, and a resumed
+A shard is written once `shard_rows` rows or `shard_seconds` seconds have gathered, and
+on Ctrl-C or SIGTERM the rows already predicted are written before the run stops. So a
+stop loses at most the batch in flight, ``kill -9`` at most `shard_seconds` of work, and a resumed
 run (same signature) skips every input already in a complete shard: inputs come in a
 deterministic order, and each shard's footer records which inputs it covers (its first
 input, their count and a sha256 of their keys), checked against the source on resume,
@@ -27,7 +29,9 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -71,11 +75,19 @@ def keys_digest(keys: Iterable[str | None], h: Any = None) -> Any:
 
 
 def run_signature(
-    source: str, artifact: str, artifact_sha: str, labels: bool, decode: dict[str, Any], faces: dict[str, Any]
+    source: str,
+    artifact: str,
+    artifact_sha: str,
+    labels: bool,
+    decode: dict[str, Any],
+    faces: dict[str, Any],
+    columns: list[str],
 ) -> dict[str, Any]:
     """What must not change between a run and its resumption, as JSON stores it (tuples become lists).
 
-    `artifact` (the path) is informative only: the same model moved elsewhere still resumes.
+    `columns` are the output's column names (schema version and passed-through columns
+    included: shards of another layout cannot be joined). `artifact` (the path) is
+    informative only: the same model moved elsewhere still resumes.
     """
     sig = {
         "source": os.path.abspath(source),
@@ -83,6 +95,7 @@ def run_signature(
         "labels": labels,
         "decode": decode,
         "faces": faces,
+        "columns": columns,
         "artifact": artifact,
     }
     return json.loads(json.dumps(sig))
@@ -91,17 +104,16 @@ def run_signature(
 class ShardStore:
     """The shard folder of one output; `prepare` checks the output, `open` starts or resumes a run."""
 
-    def __init__(self, out: str, *, folder_output: bool, shard_rows: int) -> None:
+    def __init__(self, out: str, *, folder_output: bool, shard_rows: int, shard_seconds: float = 30.0) -> None:
         self.out = out
         self.folder_output = folder_output
         self.folder = out if folder_output else parts_dir(out)
         self.shard_rows = shard_rows
+        self.shard_seconds = shard_seconds
         self.saved = 0  # inputs covered by complete shards
         self.complete = False  # set by prepare(resume=True) on finished work: nothing to do
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._pending_inputs = 0
-        self._pending_keys = hashlib.sha256()
+        self._pending = _Pending()
+        self._last_flush = time.monotonic()
         self._schema: pa.Schema | None = None
         self.finished_candidate = False  # prepare(resume=True) found a finished output: compare its signature
         self.signature: dict[str, Any] = {}  # this run's (set by open); the finished output records it
@@ -109,9 +121,11 @@ class ShardStore:
     # ---------------------------------------------------------------- before the run
 
     @classmethod
-    def prepare(cls, out: str, *, folder_output: bool, shard_rows: int, resume: bool, overwrite: bool) -> ShardStore:
+    def prepare(
+        cls, out: str, *, folder_output: bool, shard_rows: int, resume: bool, overwrite: bool, shard_seconds: float = 30.0
+    ) -> ShardStore:
         """Check `out` against --resume/--overwrite before any work; clear what --overwrite replaces."""
-        store = cls(out, folder_output=folder_output, shard_rows=shard_rows)
+        store = cls(out, folder_output=folder_output, shard_rows=shard_rows, shard_seconds=shard_seconds)
         if folder_output:
             store._prepare_folder(resume=resume, overwrite=overwrite)
         else:
@@ -187,6 +201,7 @@ class ShardStore:
         """
         self._schema = schema
         self.signature = signature
+        self._last_flush = time.monotonic()
         try:
             if not os.path.isdir(self.folder):
                 os.mkdir(self.folder)
@@ -262,30 +277,34 @@ class ShardStore:
     # ---------------------------------------------------------------- during the run
 
     def append(self, batch: pa.RecordBatch, keys: list[str | None]) -> None:
-        """Buffer the rows of whole inputs (their `keys`, in order); a full shard is written (atomically) once complete."""
-        self._pending.append(batch)
-        self._pending_rows += batch.num_rows
-        self._pending_inputs += len(keys)
-        keys_digest(keys, self._pending_keys)
-        if self._pending_rows >= self.shard_rows:
+        """Buffer the rows of whole inputs (their `keys`, in order); write a shard once `shard_rows` rows
+        or `shard_seconds` seconds have gathered, whichever comes first (slow detect runs lose little on a crash)."""
+        self._pending = self._pending.plus(batch, keys)  # one assignment: a signal never leaves it half updated
+        if self._pending.rows >= self.shard_rows or time.monotonic() - self._last_flush >= self.shard_seconds:
             self.flush()
 
+    @property
+    def pending_inputs(self) -> int:
+        """Inputs predicted but not yet in a shard (what a `flush` would save)."""
+        return self._pending.inputs
+
     def flush(self) -> None:
-        """Write the buffered rows as one shard (the last one of a run may be short)."""
-        if not self._pending_inputs:
+        """Write the buffered rows as one shard (the last one of a run, or one flushed on a stop, may be short)."""
+        pending = self._pending
+        self._last_flush = time.monotonic()
+        if not pending.inputs:
             return
         assert self._schema is not None, "open() comes first"
         writer = ParquetWriter(os.path.join(self.folder, shard_name(self.saved)), self._schema, overwrite=True)
         try:
-            writer.write(pa.Table.from_batches(self._pending, schema=self._schema))
-            coverage = {"first": self.saved, "inputs": self._pending_inputs, "keys_sha256": self._pending_keys.hexdigest()}
-            writer.close({META_INPUTS: str(self._pending_inputs), META_SHARD: json.dumps(coverage)})
+            writer.write(pa.Table.from_batches(pending.batches, schema=self._schema))
+            coverage = {"first": self.saved, "inputs": pending.inputs, "keys_sha256": pending.keys.hexdigest()}
+            writer.close({META_INPUTS: str(pending.inputs), META_SHARD: json.dumps(coverage)})
         except BaseException:
             writer.abort()
             raise
-        self.saved += self._pending_inputs
-        self._pending, self._pending_rows, self._pending_inputs = [], 0, 0
-        self._pending_keys = hashlib.sha256()
+        self._pending = _Pending()  # before `saved` moves: a stop between the two never writes these rows twice
+        self.saved += pending.inputs
 
     # ---------------------------------------------------------------- after the run
 
@@ -344,6 +363,21 @@ class ShardStore:
             write_json_atomic(os.path.join(self.folder, SUCCESS), {**record, META_RUN: self.signature})
         else:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """Rows waiting for their shard, replaced whole on each append (so an interrupt sees all of it or none)."""
+
+    batches: tuple[pa.RecordBatch, ...] = ()
+    rows: int = 0
+    inputs: int = 0
+    keys: Any = field(default_factory=hashlib.sha256)  # sha256 of the covered inputs' keys, in order
+
+    def plus(self, batch: pa.RecordBatch, keys: list[str | None]) -> _Pending:
+        digest = self.keys.copy()
+        keys_digest(keys, digest)
+        return _Pending((*self.batches, batch), self.rows + batch.num_rows, self.inputs + len(keys), digest)
 
 
 def same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:

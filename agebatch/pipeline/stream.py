@@ -68,9 +68,9 @@ class PredictionStream(Protocol):
         ...
 
 
-def runtime_options(model: ResolvedModel, job: InferJob) -> dict[str, object]:
-    """What `load_backend` gets: the model's own (Keras: tta) plus the job's device for ONNX Runtime."""
-    return {**model.options, **({"device": job.device} if model.backend == "onnxruntime" else {})}
+def runtime_options(model: ResolvedModel, device: str) -> dict[str, object]:
+    """What `load_backend` gets: the model's own (Keras: tta) plus the device for ONNX Runtime."""
+    return {**model.options, **({"device": device} if model.backend == "onnxruntime" else {})}
 
 
 def predict_ok(backend: Backend, images: np.ndarray, ok: np.ndarray) -> Predictions:
@@ -85,15 +85,22 @@ class LocalStream:
     """
 
     def __init__(self, model: ResolvedModel, job: InferJob) -> None:
-        self.backend = load_backend(model.artifact, model.backend, **runtime_options(model, job))
+        self.backend = load_backend(model.artifact, model.backend, **runtime_options(model, job.device))
         self.name = model.backend
         note = getattr(self.backend, "note", None)
         self.notes = [note] if note else []
         self.stage = face_stage(model, job)
 
     def predict(self, items: Iterator[Item]) -> Iterator[BatchResult]:
+        checking = self.stage.mode == "crop"
         for rows in self.stage.rows(items):
-            pred = predict_ok(self.backend, rows.crops, ok_mask(rows.errors))
+            ok = ok_mask(rows.errors)
+            if checking and ok.any():  # once, on the first batch with readable inputs
+                checking = False
+                note = self.stage.crop_check(rows.crops[ok])
+                if note:
+                    self.notes.append(note)
+            pred = predict_ok(self.backend, rows.crops, ok)
             yield BatchResult(rows.items, rows.errors, pred, rows.columns, rows.inputs, rows.input_items)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from agebatch import __version__
 from agebatch.backends.base import Predictions
 from agebatch.faces.align import default_template
 from agebatch.io.atomic import AtomicFile
@@ -22,6 +21,7 @@ from agebatch.metrics import summarize
 from agebatch.models.card import ModelCard, card_path, load_card, model_outputs
 from agebatch.train.config import TrainConfig
 from agebatch.train.data import Split, TrainingData
+from agebatch.version import __version__
 
 
 def _predict(model: Any, images: np.ndarray, batch: int = 256) -> Predictions:

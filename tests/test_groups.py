@@ -1,0 +1,177 @@
+"""Every face of a group photo: keypoints and visibility columns, boxes the user already has, false-face suppression,
+small faces found by the tiled pass, crowds. Composed photos (`tests/photos.py`) give the geometry to check against."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from photos import DATA, compose, save_jpeg
+
+from agebatch.faces.cut import TEMPLATE_BOX
+from agebatch.faces.detect import FaceFinder, spans_others
+from agebatch.faces.options import FaceOptions
+from agebatch.pipeline.job import InferJob
+from agebatch.pipeline.run import run_infer
+
+# Four faces on a 2700x1800 photo: (centre x, centre y, crop side, degrees), largest first.
+PLACES = [(500, 700, 700, 0), (1500, 500, 500, 8), (2300, 900, 360, -10), (1400, 1300, 260, 5)]
+CANVAS = (1800, 2700)
+
+
+@pytest.fixture(scope="module")
+def group(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    faces = sorted(samples_dir.glob("*.jpg"))
+    image, placed = compose("rocket.jpg", [faces[3], faces[10], faces[20], faces[30]], PLACES, CANVAS)
+    return save_jpeg(image, tmp_path_factory.mktemp("group") / "group.jpg"), placed
+
+
+def _given_box(place: tuple[float, float, float, float]) -> list[float]:
+    """The box BlazeFace would draw for a pasted crop (`TEMPLATE_BOX` of the crop's square)."""
+    cx, cy, side, _ = place
+    tx, ty, tw, th = TEMPLATE_BOX
+    return [cx - side / 2 + tx * side, cy - side / 2 + ty * side, tw * side, th * side]
+
+
+def test_keypoint_and_visibility_columns_follow_the_faces(tmp_path: Path, group, onnx_model: str) -> None:
+    path, placed = group
+    out = tmp_path / "p.parquet"
+    run_infer(InferJob(str(path), str(out), model=onnx_model))
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["face"] for r in rows) == [0, 1, 2, 3]
+    for p in placed:  # each pasted face's row: the one whose box centre is nearest where it was put
+        r = min(
+            rows, key=lambda r: np.hypot(r["face_x"] + r["face_w"] / 2 - p.centre[0], r["face_y"] + r["face_h"] / 2 - p.centre[1])
+        )
+        kp = np.asarray(r["face_keypoints"]).reshape(4, 2)
+        error = np.linalg.norm(kp - p.keypoints[:4], axis=1).mean()
+        assert error < 0.25 * p.eye_distance, f"keypoints in source pixels ({error:.1f} px off)"
+        assert r["face_visible"] == 1.0, "faces well inside the photo"
+
+
+def test_boxes_from_the_manifest_are_predicted_without_detecting(tmp_path: Path, group, onnx_model: str) -> None:
+    path, placed = group
+    detected = tmp_path / "detected.parquet"
+    run_infer(InferJob(str(path), str(detected), model=onnx_model))
+    ages = [r["age"] for r in pq.read_table(detected).to_pylist()]
+    boxes = [_given_box(p) for p in PLACES]
+    keypoints = placed[1].keypoints[:4].reshape(-1).tolist()
+    rows = [(str(path), *b, None) for b in boxes]  # one row per box, the same photo four times
+    rows += [(str(path), *boxes[1], keypoints)]  # a box with its keypoints
+    rows += [(str(path), 10.0, 10.0, 0.0, 50.0, None), (str(path), 5000.0, 100.0, 80.0, 80.0, None)]  # bad boxes
+    rows += [(str(path), None, None, None, None, None)]  # no box: detected as usual
+    cols = list(zip(*rows, strict=True))
+    manifest = tmp_path / "boxes.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "path": pa.array(cols[0], pa.string()),
+                "face_x": pa.array(cols[1], pa.float64()),
+                "face_y": pa.array(cols[2], pa.float64()),
+                "face_w": pa.array(cols[3], pa.float64()),
+                "face_h": pa.array(cols[4], pa.float64()),
+                "face_keypoints": pa.array(cols[5], pa.list_(pa.float64())),
+                "id": pa.array(range(len(rows))),
+            }
+        ),
+        manifest,
+    )
+    out = tmp_path / "given.parquet"
+    result = run_infer(InferJob(str(manifest), str(out), model=onnx_model))
+    got = pq.read_table(out).to_pylist()
+    assert [r["input"] for r in got] == [0, 1, 2, 3, 4, 5, 6, 7, 7, 7, 7], "one row per given box; the last row detects 4"
+    assert [r["id"] for r in got] == [r["input"] for r in got], "manifest columns pass through"
+    assert [r["status"] for r in got] == ["ok"] * 5 + ["bad_box"] * 2 + ["ok"] * 4 and result.errors == 2
+    assert "positive width" in got[5]["error"] and re.search(r"outside the 2700x180[01] image", got[6]["error"])
+    for r, box, age in zip(got[:4], boxes, ages, strict=True):
+        assert r["face_score"] is None and r["face"] == 0, "no detector ran"
+        assert np.allclose([r["face_x"], r["face_y"], r["face_w"], r["face_h"]], box, atol=0.01), "the given box, echoed"
+        assert abs(r["age"] - age) < 3.0, "a BlazeFace-like box gives about the crop a detection gives"
+    kp = np.asarray(got[4]["face_keypoints"]).reshape(4, 2)
+    assert np.allclose(kp, placed[1].keypoints[:4], atol=0.01) and abs(got[4]["age"] - ages[1]) < 3.0
+    assert [r["face"] for r in got[7:]] == [0, 1, 2, 3] and all(r["face_score"] is not None for r in got[7:])
+
+
+def test_a_box_spanning_two_faces_is_not_a_face() -> None:
+    boxes = np.array(
+        [
+            [100, 100, 400, 300],  # spans the next two
+            [120, 150, 150, 150],
+            [330, 150, 150, 150],
+            [700, 100, 150, 150],
+            [900, 100, 60, 60],  # a small face inside no other box
+        ],
+        np.float32,
+    )
+    assert spans_others(boxes).tolist() == [True, False, False, False, False]
+    assert spans_others(boxes[1:]).tolist() == [False] * 4 and spans_others(boxes[:2]).tolist() == [False, False]
+
+
+def _grid(n_side: int, canvas: tuple[int, int], fill: float = 0.8) -> list[tuple[float, float, float, float]]:
+    h, w = canvas
+    cell_w, cell_h = w / n_side, h / n_side
+    side = fill * min(cell_w, cell_h)
+    return [((c + 0.5) * cell_w, (r + 0.5) * cell_h, side, 0.0) for r in range(n_side) for c in range(n_side)]
+
+
+def _found(rows: list[dict], places: list[tuple[float, float, float, float]]) -> int:
+    """Pasted faces with exactly one row whose box centre lies within a third of the crop's side of where it was put."""
+    hits = 0
+    for cx, cy, side, _ in places:
+        near = [
+            r
+            for r in rows
+            if r["face"] is not None
+            and abs(r["face_x"] + r["face_w"] / 2 - cx) < side / 3
+            and abs(r["face_y"] + r["face_h"] / 2 - cy) < side / 3
+        ]
+        hits += len(near) == 1
+    return hits
+
+
+def test_small_faces_of_a_crowd_are_found_by_the_tiled_pass(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:
+    """64 faces whose crops are 7.5% of a 4000x3000 photo's long side (measured: 4 found without tiles, 64 with)."""
+    faces = sorted(samples_dir.glob("*.jpg"))
+    places = _grid(8, (3000, 4000))
+    image, _ = compose("rocket.jpg", [faces[k % len(faces)] for k in range(len(places))], places, (3000, 4000))
+    path = save_jpeg(image, tmp_path / "crowd.jpg")
+    counts = {}
+    for tiles in (False, True):
+        out = tmp_path / f"tiles-{tiles}.parquet"
+        run_infer(InferJob(str(path), str(out), model=onnx_model, face_options=FaceOptions(tiles=tiles)))
+        rows = pq.read_table(out).to_pylist()
+        counts[tiles] = _found(rows, places)
+        assert len(rows) == counts[tiles] or counts[tiles] == 0, "every row is a pasted face, once"
+    assert counts[True] >= 60 and counts[False] <= 20, counts
+    assert sorted(r["face"] for r in rows) == list(range(len(rows))), "one row per face, numbered once"
+
+
+def test_the_tiled_pass_finds_no_face_in_large_photos_without_people() -> None:
+    finder = FaceFinder(FaceOptions(tiles=True))
+    for name in ("coffee.jpg", "rocket.jpg"):
+        big = cv2.resize(cv2.imread(str(DATA / name)), (4000, 3000), interpolation=cv2.INTER_CUBIC)
+        small = cv2.cvtColor(cv2.resize(big, (1024, 768), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        assert len(finder.find([small], [4000 / 1024])[0]) == 0, name
+
+
+def test_a_face_cut_by_the_frame_reaches_past_it_and_says_how_much_shows(tmp_path: Path, samples_dir: Path,
+                                                                          onnx_model: str) -> None:  # fmt: skip
+    """Four faces, each 60% inside one edge (measured: about half of such faces are found at all)."""
+    faces = sorted(samples_dir.glob("*.jpg"))
+    side, off = 420.0, 420.0 * 0.1  # the crop's centre 10% of its side inside the edge: 60% of the crop shows
+    places = [(off, 400, side, 0), (1800 - off, 800, side, 0), (600, off, side, 0), (1200, 1200 - off, side, 0)]
+    image, _ = compose("coffee.jpg", [faces[k] for k in (4, 14, 24, 34)], places, (1200, 1800))
+    path = save_jpeg(image, tmp_path / "edges.jpg")
+    out = tmp_path / "p.parquet"
+    run_infer(InferJob(str(path), str(out), model=onnx_model))
+    rows = [r for r in pq.read_table(out).to_pylist() if r["face"] is not None]
+    assert 1 <= len(rows) <= 4
+    for r in rows:
+        x, y, w, h = r["face_x"], r["face_y"], r["face_w"], r["face_h"]
+        assert x < 0 or y < 0 or x + w > 1800 or y + h > 1200, "the box keeps the face's extent past the frame"
+        assert r["face_visible"] < 0.95 and r["age"] is not None
