@@ -25,6 +25,8 @@ def _is_model(arg: str) -> bool:
     from agebatch.backends.registry import REGISTRY
     from agebatch.models.shipped import shipped_model
 
+    if os.path.isdir(arg):  # a folder of faces, even one named like a shipped model
+        return False
     suffixes = tuple(s for spec in REGISTRY.values() for s in spec.suffixes)
     return arg.lower().endswith(suffixes) or shipped_model(arg) is not None
 

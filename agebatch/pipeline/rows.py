@@ -79,11 +79,11 @@ def to_record_batch(result: BatchResult, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_pydict(cols, schema=schema)
 
 
-def row_errors(errors: list[str | None]) -> tuple[int, int]:
-    """(error rows, rows without a face) of a batch: what progress and tallies count, no-face apart."""
-    statuses = [status_of(e) for e in errors if e is not None]
-    no_face = statuses.count("no_face")
-    return len(statuses) - no_face, no_face
+def status_counts(status: pa.Array | pa.ChunkedArray) -> tuple[int, int]:
+    """(error rows, rows without a face) of a `status` column: what progress and the tally count, no-face apart."""
+    fine = pc.is_in(status, value_set=pa.array(NOT_ERRORS))
+    no_face = pc.is_in(status, value_set=pa.array(["no_face"]))
+    return len(status) - int(pc.count(pc.filter(status, fine)).as_py()), int(pc.count(pc.filter(status, no_face)).as_py())
 
 
 @dataclass(slots=True)
@@ -103,11 +103,9 @@ class RunTally:
     def add(self, table: pa.Table, inputs: int) -> None:
         self.inputs += inputs
         self.rows += table.num_rows
-        status = table.column("status")
-        fine = pc.is_in(status, value_set=pa.array(NOT_ERRORS))
-        no_face = pc.is_in(status, value_set=pa.array(["no_face"]))
-        self.errors += table.num_rows - int(pc.count(pc.filter(status, fine)).as_py())
-        self.no_face += int(pc.count(pc.filter(status, no_face)).as_py())
+        errors, no_face = status_counts(table.column("status"))
+        self.errors += errors
+        self.no_face += no_face
         if "age_true" in table.column_names:
             if "face" in table.column_names:
                 face = table.column("face").to_numpy(zero_copy_only=False)

@@ -1,8 +1,8 @@
 """`agebatch infer`: source -> prediction stream -> shard store -> output and summary.
 
 One row per input (per face in detect mode), in input order, always: a file that cannot
-be decoded gets a row with its `status` and `error`. Memory stays flat: a shard (8,192 rows or 30 s by default) and the decode
-queue's few batches are all that is held. Each stage lives in its own module; this one
+be decoded gets a row with its `status` and `error`. Memory stays flat: a shard (8,192
+rows or 30 s by default) and the decode queue's few batches are all that is held. Each stage lives in its own module; this one
 only wires them and decides nothing about any of them.
 """
 
@@ -43,7 +43,7 @@ from agebatch.io.writer import read_metadata
 from agebatch.metrics import ScopeMetrics
 from agebatch.pipeline.guard import check_outputs, refuse_outputs_as_inputs
 from agebatch.pipeline.job import InferJob
-from agebatch.pipeline.rows import RunTally, row_errors, to_record_batch, write_summary
+from agebatch.pipeline.rows import RunTally, status_counts, to_record_batch, write_summary
 from agebatch.pipeline.shards import ShardStore, run_signature, same_run
 from agebatch.pipeline.stream import LocalStream, PredictionStream
 
@@ -247,10 +247,11 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     streamed = 0
     try:
         for result in stream.predict(items):
-            store.append(to_record_batch(result, schema), result.input_keys)
+            rows = to_record_batch(result, schema)
+            store.append(rows, result.input_keys)
             streamed += result.inputs
             if progress is not None:
-                errors, no_face = row_errors(result.errors)
+                errors, no_face = status_counts(rows.column("status"))
                 progress.advance(result.inputs, errors=errors, no_face=no_face)
             check_terminated()
         store.flush()
