@@ -81,7 +81,7 @@ def _columns(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 def infer(
     source: str, out: str, model: str | None, backend: str, batch_size: int, workers: int | None, resume: bool, overwrite: bool,
     summary: str | None, limit: int | None, glob: str | None, ray_address: str | None, actors: int, gpus_per_actor: float,
-    tta: bool, device: str, faces: str, min_score: float, min_face: float, max_faces: int | None, tiles: bool,
+    tta: bool, device: str, faces: str, min_score: float, min_face: float, max_faces: int | None, tiles: bool, edges: bool,
     save_crops: str | None,
     keep_columns: tuple[str, ...] | None, shard_rows: int, shard_seconds: float,
 ) -> None:  # fmt: skip
@@ -109,7 +109,7 @@ def infer(
     job = InferJob(
         source, out, model=model, backend=backend, batch_size=batch_size, workers=workers, resume=resume, overwrite=overwrite,
         summary=summary, limit=limit, glob=glob, shard_rows=shard_rows, ray=ray, faces=faces,
-        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces, tiles=tiles),
+        face_options=FaceOptions(min_score=min_score, min_face=min_face, max_faces=max_faces, tiles=tiles, edges=edges),
         save_crops=save_crops, tta=tta, device=device, keep_columns=keep_columns, shard_seconds=shard_seconds,
     )  # fmt: skip
     with Progress(None, "infer") as progress:

@@ -169,6 +169,14 @@ face_filter_options = stack(
         help="detect: also search photos of 640+ px in overlapping tiles, for faces under ~8% of the long side "
         "(about 3x the detector's time; measured: 3% -> 81% of such faces found).",
     ),
+    click.option(
+        "--edge-faces/--no-edge-faces",
+        "edges",
+        default=_face_defaults.edges,
+        show_default=True,
+        help="detect: also search photos mirrored out past their edges, for faces the frame cuts "
+        "(measured: 45% inside, 4 -> 22 of 24 found).",
+    ),
 )
 
 #: Which split to score (evaluate, compare).

@@ -108,7 +108,7 @@ def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, inpu
     return points, scores.astype(np.float32)
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def corner_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one (2, 2) corner box with (n, 2, 2) corner boxes."""
     lo = np.maximum(box[0], boxes[:, 0])
     hi = np.minimum(box[1], boxes[:, 1])
@@ -130,7 +130,7 @@ def weighted_nms(points: np.ndarray, scores: np.ndarray, *, min_score: float, io
     kept_points, kept_scores = [], []
     while len(order):
         best = order[0]
-        overlap = _iou(points[best, :2], points[order, :2]) > iou
+        overlap = corner_iou(points[best, :2], points[order, :2]) > iou
         overlap[0] = True
         members = order[overlap]
         w = scores[members]

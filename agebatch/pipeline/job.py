@@ -124,7 +124,7 @@ class InferJob:
         args += ["--faces", self.faces, "--min-score", str(f.min_score), "--min-face", str(f.min_face)]
         if f.max_faces is not None:
             args += ["--max-faces", str(f.max_faces)]
-        args += ["--tiles" if f.tiles else "--no-tiles"]
+        args += ["--tiles" if f.tiles else "--no-tiles", "--edge-faces" if f.edges else "--no-edge-faces"]
         if self.save_crops is not None:
             args += ["--save-crops", self.save_crops]
         args += ["--tta" if self.tta else "--no-tta", "--device", self.device]
