@@ -108,11 +108,16 @@ def decode(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, inpu
     return points, scores.astype(np.float32)
 
 
-def corner_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (2, 2) corner box with (n, 2, 2) corner boxes."""
+def corner_intersection(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Area shared by one (2, 2) corner box and each of (n, 2, 2) corner boxes."""
     lo = np.maximum(box[0], boxes[:, 0])
     hi = np.minimum(box[1], boxes[:, 1])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    return np.prod(np.clip(hi - lo, 0, None), axis=1)
+
+
+def corner_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (2, 2) corner box with (n, 2, 2) corner boxes."""
+    inter = corner_intersection(box, boxes)
     area = np.prod(box[1] - box[0])
     areas = np.prod(boxes[:, 1] - boxes[:, 0], axis=1)
     union = area + areas - inter

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from agebatch.faces.blazeface import NUM_KEYPOINTS, BlazeFace, Detections, letterbox, weighted_nms
+from agebatch.faces.blazeface import NUM_KEYPOINTS, BlazeFace, Detections, corner_intersection, letterbox, weighted_nms
 from agebatch.faces.options import FaceOptions
 
 #: The short-range detector sees the image at this fraction of its input (the rest is margin).
@@ -115,11 +115,11 @@ class FaceFinder:
         more, more_scores = weighted_nms(more, more_scores, min_score=self.options.min_score, iou=self.options.iou)
         if not len(points) or not len(more):
             return np.concatenate([points, more]), np.concatenate([scores, more_scores])
-        lo = np.maximum(more[:, None, 0], points[None, :, 0])
-        hi = np.minimum(more[:, None, 1], points[None, :, 1])
-        inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-        smaller = np.minimum(_areas(more)[:, None], _areas(points)[None, :])
-        new = (inter <= EDGE_TOUCH * smaller).all(axis=1)
+        areas = _areas(points)
+        new = [
+            k for k in range(len(more))
+            if (corner_intersection(more[k, :2], points[:, :2]) <= EDGE_TOUCH * np.minimum(_areas(more[k : k + 1]), areas)).all()
+        ]  # fmt: skip
         return np.concatenate([points, more[new]]), np.concatenate([scores, more_scores[new]])
 
     def _edges(self, images: Sequence[np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -147,9 +147,8 @@ class FaceFinder:
             scores = np.concatenate([ss, fs])
             lo, hi = points[:, 0], points[:, 1]
             crosses = (lo[:, 0] < 0) | (lo[:, 1] < 0) | (hi[:, 0] > w) | (hi[:, 1] > h)
-            inner = np.prod(np.clip(np.minimum(hi, (w, h)) - np.maximum(lo, 0), 0, None), axis=1)
-            area = np.prod(np.clip(hi - lo, 1e-6, None), axis=1)
-            keep = crosses & (inner >= EDGE_INSIDE * area)
+            inner = corner_intersection(np.array([[0, 0], [w, h]], np.float32), points[:, :2])
+            keep = crosses & (inner >= EDGE_INSIDE * _areas(points))  # an inverted box fails weighted_nms's check later
             out[i] = (points[keep], scores[keep])
         return out
 
