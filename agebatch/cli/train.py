@@ -17,6 +17,7 @@ from agebatch.cli.options import (
     resume_option,
     split_options,
 )
+from agebatch.models.custom import TRUNKS
 from agebatch.models.heads import AGE_HEADS
 from agebatch.models.pretrained import BACKBONES
 from agebatch.train.config import AugmentConfig, QualityConfig, TrainConfig
@@ -109,7 +110,11 @@ def _D(name: str) -> Any:
     help="Ship the model averaged over each face and its left-right mirror (2x inference cost, lower age MAE).",
 )
 @click.option(
-    "--width", type=click.Choice(["small", "default"]), default="default", show_default=True, help="custom: trunk size."
+    "--width",
+    type=click.Choice(list(TRUNKS)),
+    default="default",
+    show_default=True,
+    help="custom: trunk size (models/custom.TRUNKS: small for tests, deep = more blocks at low resolution).",
 )
 @faces_choice_option(
     _D("faces"),
@@ -140,8 +145,8 @@ def train(kind: Literal["custom", "pretrained"], width: str, test_frac: float, q
     """
     from agebatch.train.trainer import train as run_training
 
-    small = width == "small"
-    sizes: dict[str, Any] = {"stem": 16, "widths": (32, 64, 128), "depths": (1, 1, 1)} if small else {}
+    stem, widths, depths = TRUNKS[width]
+    sizes: dict[str, Any] = {"stem": stem, "widths": widths, "depths": depths} if kind == "custom" else {}
     augment = AugmentConfig() if quality_augment else AugmentConfig(quality=QualityConfig.off())
     run = run_training(TrainConfig(kind=kind, test=test_frac, augment=augment, **sizes, **options), log=click.echo)
     click.echo(f"run folder: {run}")

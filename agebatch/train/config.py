@@ -13,6 +13,7 @@ from agebatch.errors import AgebatchError
 from agebatch.faces.options import DEFAULT_FACES, FACE_MODES
 from agebatch.io.sources import default_data, require_data
 from agebatch.io.splits import SplitSpec
+from agebatch.models.custom import TRUNKS
 from agebatch.models.heads import AGE_HEADS, AgeHead
 
 
@@ -124,10 +125,10 @@ class TrainConfig:
     faces: str = DEFAULT_FACES  # "detect": train on inference's detect + align crops; "crop": each file resized whole
     crop_cache: str | None = None  # folder of the aligned-crop cache (None: $AGEBATCH_CACHE or ~/.cache/agebatch; "": off)
     init: str | None = None  # start from this .keras model's weights (layers matched by name)
-    # Model A size
-    stem: int = 32
-    widths: tuple[int, ...] = (64, 128, 256, 384)
-    depths: tuple[int, ...] = (2, 2, 3, 2)
+    # Model A size (defaults: models/custom.TRUNKS["default"])
+    stem: int = TRUNKS["default"][0]
+    widths: tuple[int, ...] = TRUNKS["default"][1]
+    depths: tuple[int, ...] = TRUNKS["default"][2]
     # Model B (Lite0): blocks below this one stay frozen
     train_from_block: int = 5
     feature_cache: bool = False  # train the upper blocks on cached lower-block features
