@@ -183,3 +183,22 @@ def test_faces_cut_by_the_frame_are_found_and_say_how_much_shows(tmp_path: Path,
         x, y, w, h = r["face_x"], r["face_y"], r["face_w"], r["face_h"]
         assert x < 0 or y < 0 or x + w > 1800 or y + h > 1200, "the box keeps the face's extent past the frame"
         assert r["face_visible"] < 0.95 and r["age"] is not None
+
+
+def test_a_face_cut_by_two_edges_is_found_in_the_corner_view(samples_dir: Path) -> None:
+    """A selfie's taker: a face cut by the bottom and right edges (70% of the crop inside on each axis) of a 600 x 604
+    photo beside three whole faces. Measured on 8 such photos: 1 found without the edge pass, 3 with the whole-photo
+    view only, 8 with the corner views (`EDGE_WINDOW`)."""
+    faces = sorted(samples_dir.glob("*.jpg"))
+    h, w, side = 604, 600, 200.0
+    found = {False: 0, True: 0}
+    for k in range(4):
+        corner = (w - 0.7 * side + side / 2, h - 0.7 * side + side / 2, side, 0)
+        places = [(150, 150, 110, 0), (300, 160, 110, 0), (450, 150, 110, 0), corner]
+        image, _ = compose(["rocket.jpg", "coffee.jpg"][k % 2], [faces[4 * k + j] for j in range(4)], places, (h, w))
+        for edges in (False, True):
+            d = FaceFinder(FaceOptions(edges=edges)).find([image])[0]
+            rows = [{"face": 0, "face_x": b[0], "face_y": b[1], "face_w": b[2], "face_h": b[3]} for b in d.boxes]
+            assert _found(rows, places[:3]) == 3 and len(rows) <= 4, "the whole faces, once each, and nothing else"
+            found[edges] += _found(rows, [corner])
+    assert found[True] == 4 and found[False] <= 1, found

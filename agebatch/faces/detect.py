@@ -53,6 +53,14 @@ TILE_LARGEST = 0.5
 #: 0 / 20 / 21. Padding by replicated edges instead of a reflection found 0 / 4 / 14 in a probe, black 1 / 9 / 18.
 EDGE_PAD = 0.25
 EDGE_INSIDE = 0.3
+#: The edge pass also searches each corner of the photo, this share of its width and height, at 1 / EDGE_WINDOW the
+#: zoom (short-range model only). Measured (/work/measure/edgepad.py: one face of 180-220 px cut by one edge or by the
+#: bottom-right corner of a 600 x 604 photo beside three whole faces, 8 photos per case; found with 50 / 60 / 70% of
+#: the crop inside, per axis): bottom-right corner 0 / 0 / 3 -> 0 / 1 / 8, left edge 8 / 8 / 7 -> 8 / 8 / 8, right
+#: edge 8 / 7 / 7 -> 8 / 7 / 8, bottom edge 3 / 5 / 7 either way; no extra rows. On the 1800 x 1200 probe above
+#: (45% / 60% inside) 22 / 23 -> 24 / 23 of 24. Windows of half the side found as many but gave 34 extra rows;
+#: 0.7 found more bottom-cut faces (5 / 7 / 7) and fewer in the corner (0 / 0 / 7).
+EDGE_WINDOW = 0.6
 #: An edge-pass detection overlapping a face of the other passes by more than this share of the smaller box is dropped.
 EDGE_TOUCH = 0.1
 
@@ -128,29 +136,53 @@ class FaceFinder:
         BlazeFace was trained on whole faces and misses most faces the frame cuts (11 of
         24 with 60% of the face inside, 4 of 24 at 45%). Reflecting the photo out by
         `EDGE_PAD` of its long side completes such a face with its own mirror image, and
-        the detectors find it (23 and 22 of 24). Only detections that cross the photo's
-        border with at least `EDGE_INSIDE` of their box inside are kept: a mirrored copy
-        of a face that is wholly inside lies outside and is dropped, and `_add_new` keeps
-        none that overlaps a face the other passes found.
+        the detectors find it (23 and 22 of 24). The photo's four corners, `EDGE_WINDOW`
+        of each side, are searched the same way at 1 / EDGE_WINDOW the zoom: a face cut by
+        the bottom edge or by two edges (a selfie's taker) mirrors into a less face-like
+        shape, and the detectors need it larger to find it. Only detections that cross the
+        photo's border with at least `EDGE_INSIDE` of their box inside are kept, and in a
+        corner only those the corner does not cut itself (the whole-photo view or another
+        corner holds that face whole); `_add_new` keeps none that overlaps a face the
+        other passes found.
         """
-        big = [i for i, im in enumerate(images) if max(im.shape[:2]) > self.options.full_range_above]
-        if not big:
+        views: list[tuple[int, int, int, int, int]] = []  # (image, x0, y0, x1, y1)
+        whole: list[int] = []  # the views that are a whole photo
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            if max(h, w) <= self.options.full_range_above:
+                continue
+            whole.append(len(views))
+            views.append((i, 0, 0, w, h))
+            ww, wh = round(EDGE_WINDOW * w), round(EDGE_WINDOW * h)
+            views += [(i, x0, y0, x0 + ww, y0 + wh) for y0 in (0, h - wh) for x0 in (0, w - ww)]
+        if not views:
             return {}
-        pads = [round(EDGE_PAD * max(images[i].shape[:2])) for i in big]
-        padded = [cv2.copyMakeBorder(images[i], p, p, p, p, cv2.BORDER_REFLECT) for i, p in zip(big, pads, strict=True)]
+        pads = [round(EDGE_PAD * max(x1 - x0, y1 - y0)) for _, x0, y0, x1, y1 in views]
+        padded = [
+            cv2.copyMakeBorder(images[i][y0:y1, x0:x1], p, p, p, p, cv2.BORDER_REFLECT)
+            for (i, x0, y0, x1, y1), p in zip(views, pads, strict=True)
+        ]
         short = self._run(self.short, padded, SHORT_RANGE_FILL)
-        full = self._run(self.full, padded, 1.0)
-        out = {}
-        for i, p, (sp, ss), (fp, fs) in zip(big, pads, short, full, strict=True):
+        # The full-range model on the whole-photo views only: in a corner a cut face is large, the short-range
+        # model's domain (running it there too found 1 more of 24 cut faces in the EDGE_WINDOW probes, at 2.6x the cost).
+        full = dict(zip(whole, self._run(self.full, [padded[k] for k in whole], 1.0), strict=True))
+        none = (np.empty((0, 2 + NUM_KEYPOINTS, 2), np.float32), np.empty(0, np.float32))
+        out: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        for k, ((i, x0, y0, x1, y1), p, (sp, ss)) in enumerate(zip(views, pads, short, strict=True)):
             h, w = images[i].shape[:2]
-            points = np.concatenate([sp, fp]) - np.float32(p)
+            fp, fs = full.get(k, none)
+            points = np.concatenate([sp, fp]) + np.array([x0 - p, y0 - p], np.float32)
             scores = np.concatenate([ss, fs])
             lo, hi = points[:, 0], points[:, 1]
             crosses = (lo[:, 0] < 0) | (lo[:, 1] < 0) | (hi[:, 0] > w) | (hi[:, 1] > h)
+            cut = ((lo[:, 0] < x0) & (x0 > 0)) | ((lo[:, 1] < y0) & (y0 > 0))
+            cut |= ((hi[:, 0] > x1) & (x1 < w)) | ((hi[:, 1] > y1) & (y1 < h))
             inner = corner_intersection(np.array([[0, 0], [w, h]], np.float32), points[:, :2])
-            keep = crosses & (inner >= EDGE_INSIDE * _areas(points))  # an inverted box fails weighted_nms's check later
-            out[i] = (points[keep], scores[keep])
-        return out
+            keep = crosses & ~cut & (inner >= EDGE_INSIDE * _areas(points))  # an inverted box fails weighted_nms's check later
+            pts, sc = out.setdefault(i, ([], []))
+            pts.append(points[keep])
+            sc.append(scores[keep])
+        return {i: (np.concatenate(p), np.concatenate(s)) for i, (p, s) in out.items()}
 
     def _tiles(self, images: Sequence[np.ndarray]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """The tiled pass: small faces of large photos, found in overlapping tiles, in image pixels.
