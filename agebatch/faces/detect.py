@@ -54,7 +54,8 @@ TILE_LARGEST = 0.5
 EDGE_PAD = 0.25
 EDGE_INSIDE = 0.3
 #: The edge pass also searches each corner of the photo, this share of its width and height, at 1 / EDGE_WINDOW the
-#: zoom (short-range model only). Measured (/work/measure/edgepad.py: one face of 180-220 px cut by one edge or by the
+#: zoom (short-range model only). Measured (a probe kept outside the repository; tests/test_groups.py pins the
+#: corner case: one face of 180-220 px cut by one edge or by the
 #: bottom-right corner of a 600 x 604 photo beside three whole faces, 8 photos per case; found with 50 / 60 / 70% of
 #: the crop inside, per axis): bottom-right corner 0 / 0 / 3 -> 0 / 1 / 8, left edge 8 / 8 / 7 -> 8 / 8 / 8, right
 #: edge 8 / 7 / 7 -> 8 / 7 / 8, bottom edge 3 / 5 / 7 either way; no extra rows. On the 1800 x 1200 probe above
@@ -68,6 +69,15 @@ EDGE_TOUCH = 0.1
 def _areas(points: np.ndarray) -> np.ndarray:
     """Box areas of (n, 8, 2) detector points (rows 0 and 1 are the corners)."""
     return np.prod(points[:, 1] - points[:, 0], axis=1)
+
+
+def _cut_by_view(points: np.ndarray, view: tuple[int, int, int, int], size: tuple[int, int], margin: float = 0.0) -> np.ndarray:
+    """Which (n, 8, 2) detector points (image pixels) reach within `margin` of an edge of `view` (x0, y0, x1, y1)
+    that is not the image's own edge (`size` = (w, h)): faces the view cuts, which another view holds whole."""
+    (x0, y0, x1, y1), (w, h) = view, size
+    lo, hi = points[:, 0], points[:, 1]
+    cut = ((lo[:, 0] < x0 + margin) & (x0 > 0)) | ((lo[:, 1] < y0 + margin) & (y0 > 0))
+    return cut | ((hi[:, 0] > x1 - margin) & (x1 < w)) | ((hi[:, 1] > y1 - margin) & (y1 < h))
 
 
 def _starts(length: int) -> list[int]:
@@ -175,8 +185,7 @@ class FaceFinder:
             scores = np.concatenate([ss, fs])
             lo, hi = points[:, 0], points[:, 1]
             crosses = (lo[:, 0] < 0) | (lo[:, 1] < 0) | (hi[:, 0] > w) | (hi[:, 1] > h)
-            cut = ((lo[:, 0] < x0) & (x0 > 0)) | ((lo[:, 1] < y0) & (y0 > 0))
-            cut |= ((hi[:, 0] > x1) & (x1 < w)) | ((hi[:, 1] > y1) & (y1 < h))
+            cut = _cut_by_view(points, (x0, y0, x1, y1), (w, h))
             inner = corner_intersection(np.array([[0, 0], [w, h]], np.float32), points[:, :2])
             keep = crosses & ~cut & (inner >= EDGE_INSIDE * _areas(points))  # an inverted box fails weighted_nms's check later
             pts, sc = out.setdefault(i, ([], []))
@@ -208,14 +217,12 @@ class FaceFinder:
         out: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for (i, x0, y0, x1, y1), (points, scores) in zip(jobs, found, strict=True):
             h, w = images[i].shape[:2]
-            lo, hi = points[:, 0], points[:, 1]  # corners in tile pixels
-            margin = TILE_EDGE * TILE_SIDE
-            cut = ((lo[:, 0] < margin) & (x0 > 0)) | ((lo[:, 1] < margin) & (y0 > 0))
-            cut |= ((hi[:, 0] > x1 - x0 - margin) & (x1 < w)) | ((hi[:, 1] > y1 - y0 - margin) & (y1 < h))
-            large = (hi[:, 0] - lo[:, 0]) > TILE_LARGEST * TILE_SIDE
+            points = points + np.array([x0, y0], np.float32)  # tile -> image pixels
+            cut = _cut_by_view(points, (x0, y0, x1, y1), (w, h), margin=TILE_EDGE * TILE_SIDE)
+            large = (points[:, 1, 0] - points[:, 0, 0]) > TILE_LARGEST * TILE_SIDE
             keep = ~(cut | large) & (scores >= max(self.options.min_score, TILE_MIN_SCORE))
             pts, sc = out.setdefault(i, ([], []))
-            pts.append(points[keep] + np.array([x0, y0], np.float32))
+            pts.append(points[keep])
             sc.append(scores[keep])
         return {i: (np.concatenate(p), np.concatenate(s)) for i, (p, s) in out.items()}
 
