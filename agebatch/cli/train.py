@@ -128,6 +128,20 @@ def _D(name: str) -> Any:
     help="Start from this .keras model's weights (layers matched by name), e.g. to fine-tune a shipped model further.",
 )
 @click.option(
+    "--teacher",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Distil from this trained .keras model (e.g. models/modelB.keras): its age distribution and P(female) on each "
+    "clean training face join the targets (train/teacher.py).",
+)
+@click.option(
+    "--distill",
+    default=_D("distill"),
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="With --teacher: the teacher's share of the age-distribution and gender targets (the label keeps the rest).",
+)
+@click.option(
     "--quality-augment/--no-quality-augment",
     default=True,
     show_default=True,

@@ -9,7 +9,7 @@ are soft (median variance of the Laplacian ~92 on the 128-px grey crop) while cr
 modern press photos are ~5x sharper (median ~510): models trained on UTKFace alone read
 sharpness and finish as age (a sharpened crop looked ~1 year older, a down/up-sized one
 ~1 year younger). Each face therefore gets, at random, a sharper *or* a softer copy
-(unsharp mask; or a lower effective resolution / Gaussian blur), a JPEG re-encode,
+(unsharp mask to a drawn sharpness; or a lower effective resolution / Gaussian blur), a JPEG re-encode,
 noise, gamma and colour-temperature changes, so that none of them carries age.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from agebatch.quality import down_up, jpeg, sharpen
+from agebatch.quality import down_up, jpeg, sharpen_to
 from agebatch.train.config import AugmentConfig, QualityConfig
 
 #: Interpolations a down-sized copy is made and brought back with: cameras, browsers and
@@ -40,7 +40,8 @@ def degrade(img: np.ndarray, rng: np.random.Generator, q: QualityConfig) -> np.n
         x = np.clip(f * 255.0 + 0.5, 0, 255).astype(np.uint8)
     u = rng.random()
     if u < q.sharpen_p:
-        x = sharpen(x, rng.uniform(*q.sharpen_amount), rng.uniform(*q.sharpen_sigma))
+        lo, hi = np.log(q.sharpen_to)
+        x = sharpen_to(x, float(np.exp(rng.uniform(lo, hi))), rng.uniform(*q.sharpen_sigma))
     elif u < q.sharpen_p + q.resize_p:
         down, up = rng.choice(len(_INTERPOLATIONS), 2)
         x = down_up(x, int(rng.integers(q.resize_px[0], q.resize_px[1] + 1)), _INTERPOLATIONS[down], _INTERPOLATIONS[up])

@@ -36,7 +36,10 @@ class QualityConfig:
     """
 
     sharpen_p: float = 0.4  # unsharp mask: a crop as sharp as a press photo
-    sharpen_amount: tuple[float, float] = (0.6, 2.5)  # out = x + amount * (x - blur(x))
+    # The sharpened crop's variance of the Laplacian, drawn log-uniform; the mask's amount is solved per crop
+    # (quality.sharpen_to), because a fixed amount range leaves the softest crops far below press-photo
+    # sharpness (~500): for sharpen_to(500), UTKFace crops need amounts of 0.5-5.2 (10th-90th percentile).
+    sharpen_to: tuple[float, float] = (150.0, 1500.0)
     sharpen_sigma: tuple[float, float] = (0.7, 1.6)  # px, of the unsharp mask's blur
     resize_p: float = 0.2  # lower effective resolution: down to `resize_px`, back up
     resize_px: tuple[int, int] = (24, 96)  # side of the down-sized copy (of a 128-px crop)
@@ -56,7 +59,7 @@ class QualityConfig:
             _check_p(name, getattr(self, name))
         if self.sharpen_p + self.resize_p + self.blur_p > 1.0:
             raise AgebatchError("sharpen_p + resize_p + blur_p must not exceed 1 (one sharpness change per face)")
-        _check_range("sharpen_amount", *self.sharpen_amount, 0.0, 10.0)
+        _check_range("sharpen_to", *self.sharpen_to, 1.0, 1e5)
         _check_range("sharpen_sigma", *self.sharpen_sigma, 0.1, 10.0)
         _check_range("resize_px", *self.resize_px, 4, 4096)
         _check_range("blur_sigma", *self.blur_sigma, 0.1, 10.0)
@@ -125,6 +128,8 @@ class TrainConfig:
     faces: str = DEFAULT_FACES  # "detect": train on inference's detect + align crops; "crop": each file resized whole
     crop_cache: str | None = None  # folder of the aligned-crop cache (None: $AGEBATCH_CACHE or ~/.cache/agebatch; "": off)
     init: str | None = None  # start from this .keras model's weights (layers matched by name)
+    teacher: str | None = None  # a trained .keras model whose soft outputs join the train targets (train/teacher.py)
+    distill: float = 0.5  # with a teacher: its share of the age-distribution and gender targets (the label's: 1 - distill)
     # Model A size (defaults: models/custom.TRUNKS["default"])
     stem: int = TRUNKS["default"][0]
     widths: tuple[int, ...] = TRUNKS["default"][1]
@@ -147,6 +152,13 @@ class TrainConfig:
             raise AgebatchError(f"--faces must be one of {', '.join(FACE_MODES)} (got {self.faces!r})")
         if self.init is not None and not os.path.isfile(self.init):
             raise AgebatchError(f"--init model not found: {self.init}")
+        if self.teacher is not None:
+            if not os.path.isfile(self.teacher):
+                raise AgebatchError(f"--teacher model not found: {self.teacher}")
+            if self.age_head == "regression":
+                raise AgebatchError("--teacher passes on an age distribution: use --age-head bins or coral")
+        if not 0.0 <= self.distill <= 1.0:
+            raise AgebatchError(f"--distill must lie in [0, 1] (got {self.distill})")
         if self.resume and self.overwrite:
             raise AgebatchError("--resume continues a run and --overwrite starts it over: pass one of them")
         if not (0 < self.lr < 1 and 0 <= self.weight_decay < 1 and self.age_weight >= 0 and self.gender_weight >= 0):

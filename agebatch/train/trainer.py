@@ -35,6 +35,7 @@ from agebatch.train.augment import augment_batch
 from agebatch.train.config import TrainConfig
 from agebatch.train.data import load_training_data
 from agebatch.train.record import save_model, write_run
+from agebatch.train.teacher import TeacherTargets, teacher_targets
 
 #: Soft-label width (years) for the age-bin head: neighbouring ages are nearly as right.
 AGE_SIGMA = 2.0
@@ -54,16 +55,40 @@ def _levels(age: np.ndarray) -> np.ndarray:
     return (np.clip(age, 0, AGE_BIN_CENTERS[-1])[:, None] > AGE_BIN_CENTERS[None, :-1]).astype(np.float32)
 
 
-def _targets(age: np.ndarray, gender: np.ndarray, age_head: str) -> dict[str, np.ndarray]:
-    t = {"age": age.reshape(-1, 1), "gender_prob": gender.reshape(-1, 1)}
+def _targets(
+    age: np.ndarray, gender: np.ndarray, age_head: str, teacher: TeacherTargets | None = None, distill: float = 0.0
+) -> dict[str, np.ndarray]:
+    """The loss targets of one batch; with a teacher, its soft outputs mixed into the distribution and gender targets.
+
+    The L1 target on the expected age stays the label: the teacher informs the shape of the distribution,
+    the label anchors its mean.
+    """
+    g = gender.astype(np.float32)
+    if teacher is not None:
+        g = (1 - distill) * g + distill * teacher.gender
+    t = {"age": age.reshape(-1, 1), "gender_prob": g.reshape(-1, 1)}
     if age_head == "bins":
         t["age_bins"] = _soft_bins(age)
+        if teacher is not None:
+            t["age_bins"] = (1 - distill) * t["age_bins"] + distill * teacher.bins
     elif age_head == "coral":
         t["age_levels"] = _levels(age)
+        if teacher is not None:
+            above = 1.0 - np.cumsum(teacher.bins, axis=1)[:, :-1]  # P(age > k) of the teacher's distribution
+            t["age_levels"] = (1 - distill) * t["age_levels"] + distill * np.clip(above, 0.0, 1.0)
     return t
 
 
-def _batches(x: np.ndarray, age: np.ndarray, gender: np.ndarray, cfg: TrainConfig, *, train: bool, augment: bool) -> Any:
+def _batches(
+    x: np.ndarray,
+    age: np.ndarray,
+    gender: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    train: bool,
+    augment: bool,
+    teacher: TeacherTargets | None = None,
+) -> Any:
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -80,7 +105,8 @@ def _batches(x: np.ndarray, age: np.ndarray, gender: np.ndarray, cfg: TrainConfi
             xb = x[idx]
             if augment:
                 xb = augment_batch(xb, self.rng, cfg.augment)
-            return xb, _targets(age[idx], gender[idx], cfg.age_head)
+            soft = None if teacher is None else teacher.take(idx)
+            return xb, _targets(age[idx], gender[idx], cfg.age_head, soft, cfg.distill)
 
         def on_epoch_end(self) -> None:
             if train:
@@ -118,8 +144,23 @@ def _compile(model: Any, cfg: TrainConfig) -> None:
         else keras.optimizers.Adam(cfg.lr),
         loss=losses,
         loss_weights=weights,
-        metrics={"age": ["mae"], "gender_prob": ["binary_accuracy"]},
+        metrics={"age": ["mae"], "gender_prob": [_gender_accuracy()]},
     )
+
+
+def _gender_accuracy() -> Any:
+    """Binary accuracy with the target rounded too: a teacher's soft P(female) is still a 0/1 label for the metric.
+
+    Keras' own "binary_accuracy" compares the rounded prediction with the raw target, which a soft
+    target never equals. Named the same, so history columns and curves stay as they were.
+    """
+    import keras
+    from keras import ops
+
+    def accuracy(y_true: Any, y_pred: Any) -> Any:
+        return ops.mean(ops.cast(ops.equal(y_true > 0.5, y_pred > 0.5), "float32"), axis=-1)
+
+    return keras.metrics.MeanMetricWrapper(accuracy, name="binary_accuracy")
 
 
 def _lr_at(epoch: int, cfg: TrainConfig) -> float:
@@ -270,8 +311,12 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
             log(f"feature cache: {len(x_tr):,} train + {len(x_va):,} val in {seconds:.0f} s, {x_tr.nbytes / 2**20:.0f} MiB")
         else:
             x_tr, y_age, y_gender, x_va = tr.images, tr.age, tr.gender, va.images
+        soft = None
+        if cfg.teacher:
+            soft = teacher_targets(cfg.teacher, tr.images, log=log)
+            soft = soft.tile(len(x_tr) // len(tr.images)) if cached else soft
         _compile(train_model, cfg)
-        train_seq = _batches(x_tr, y_age, y_gender, cfg, train=True, augment=not cached)
+        train_seq = _batches(x_tr, y_age, y_gender, cfg, train=True, augment=not cached, teacher=soft)
         val_seq = _batches(x_va, va.age, va.gender, cfg, train=False, augment=False)
         callbacks = [
             keras.callbacks.CSVLogger(os.path.join(run, "history.csv"), append=cfg.resume),

@@ -1,0 +1,67 @@
+"""Soft targets from a trained model for `train --teacher` (knowledge distillation, Hinton et al. 2015).
+
+Why: Model A learns from scratch on ~16k faces. Model B, fine-tuned from ImageNet, is more accurate
+and reads age the same way on a face and on its sharpened or softened copies (README "Image quality").
+Its one-year age distribution and P(female) on each *clean* training crop carry what a hard label
+does not (a face that could be 30 or 36; a baby whose gender is a guess), and because the target is
+taken on the clean crop while the student sees the augmented one, the student is pushed towards the
+teacher's invariance as well. The targets are computed once per run (a forward pass over the train
+split, face and mirror averaged), never on validation or test faces.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agebatch.errors import AgebatchError
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherTargets:
+    """The teacher's outputs per training face: `bins` (N, 101) age distribution, `gender` (N,) P(female)."""
+
+    bins: np.ndarray
+    gender: np.ndarray
+
+    def take(self, idx: np.ndarray) -> TeacherTargets:
+        return TeacherTargets(self.bins[idx], self.gender[idx])
+
+    def tile(self, copies: int) -> TeacherTargets:
+        """The same targets for each augmented copy of the faces (the feature cache's layout)."""
+        return TeacherTargets(np.tile(self.bins, (copies, 1)), np.tile(self.gender, copies))
+
+
+def teacher_targets(path: str, images: np.ndarray, *, batch: int = 256, log: Any = print) -> TeacherTargets:
+    """Run the model at `path` over uint8 `images` (and their mirrors) and return its raw, uncalibrated outputs."""
+    import keras
+
+    from agebatch.backends.keras import load_keras_model
+    from agebatch.models.serving import DISTRIBUTION, trained_part
+
+    trained = trained_part(load_keras_model(path))
+    names = {layer.name for layer in trained.layers}
+    if DISTRIBUTION not in names or "gender_prob" not in names:
+        raise AgebatchError(
+            f"--teacher {path} has no age distribution ({DISTRIBUTION}) to learn from: train it with --age-head bins or coral"
+        )
+    size = tuple(trained.input_shape[1:3])
+    if size != images.shape[1:3]:
+        raise AgebatchError(
+            f"--teacher {path} reads {size[0]}x{size[1]} px faces, this run trains on {images.shape[1]}x{images.shape[2]}"
+        )
+    net = keras.Model(trained.inputs, [trained.get_layer(DISTRIBUTION).output, trained.get_layer("gender_prob").output])
+    t0 = time.perf_counter()
+    bins, gender = [], []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch]
+        b0, g0 = net.predict_on_batch(x)
+        b1, g1 = net.predict_on_batch(np.ascontiguousarray(x[:, :, ::-1]))
+        bins.append((np.asarray(b0) + np.asarray(b1)) / 2)
+        gender.append(((np.asarray(g0) + np.asarray(g1)) / 2).reshape(-1))
+    out = TeacherTargets(np.concatenate(bins).astype(np.float32), np.concatenate(gender).astype(np.float32))
+    log(f"teacher {path}: soft targets for {len(images):,} training faces in {time.perf_counter() - t0:.0f} s")
+    return out
