@@ -8,6 +8,9 @@ traceback for these. Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 #: Exit codes shared by every command (documented in the README).
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run started but could not finish (I/O error, disk full)
@@ -61,8 +64,10 @@ def run_stopped(cause: BaseException, message: str) -> RunStopped:
     return RunTerminated(message) if isinstance(cause, Terminated) else RunInterrupted(message)
 
 
-#: Set once SIGTERM has arrived under `raise_on_sigterm`, so `check_terminated` can raise it again.
+#: Set once SIGTERM has arrived under `raise_on_sigterm`, so `check_stopped` can raise it again.
 _terminated = False
+#: Set when Ctrl-C arrives inside `remember_ctrl_c`, for the same reason.
+_interrupted = False
 
 
 def raise_on_sigterm() -> None:
@@ -79,16 +84,52 @@ def raise_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def check_terminated() -> None:
-    """Raise `Terminated` if SIGTERM arrived but its exception was lost.
+@contextmanager
+def remember_ctrl_c() -> Iterator[None]:
+    """Around a long run: a Ctrl-C still raises KeyboardInterrupt at once, and is also remembered for `check_stopped`.
+
+    Only where Python's own SIGINT handler is in place (in the main thread): a program that
+    installed its own keeps it. Restored on the way out, and the memory cleared, so a caller
+    that catches the interrupt can start another run.
+    """
+    import signal
+    import threading
+
+    global _interrupted
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        global _interrupted
+        _interrupted = True
+        raise KeyboardInterrupt
+
+    _interrupted = False
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _interrupted = False
+
+
+def check_stopped() -> None:
+    """Raise `Terminated` / `KeyboardInterrupt` if SIGTERM / Ctrl-C arrived but its exception was lost.
 
     A signal handler's exception is swallowed when it fires inside a finalizer (``__del__``,
     e.g. pyarrow's ParquetWriter closing a shard) or a callback: Python prints "Exception
     ignored" and carries on, and the run would finish with exit 0 as if never stopped.
     Long loops call this at each safe point (a batch boundary, before the output is made final).
+    CI hit it for SIGTERM first and later for Ctrl-C sent just as a shard closed.
     """
     if _terminated:
         raise Terminated()
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 # One wording for "something is already there" across infer, manifest, train and build-engine.

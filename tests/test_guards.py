@@ -99,7 +99,7 @@ def test_a_sigterm_lost_in_a_finalizer_is_raised_again_at_the_next_check() -> No
     """The race CI once hit: SIGTERM landing in pyarrow's ParquetWriter.__del__, its exception swallowed, exit 0."""
     code = (
         "import os, signal\n"
-        "from agebatch.errors import Terminated, check_terminated, raise_on_sigterm\n"
+        "from agebatch.errors import Terminated, check_stopped, raise_on_sigterm\n"
         "raise_on_sigterm()\n"
         "class Closer:\n"
         "    def __del__(self):\n"
@@ -108,13 +108,41 @@ def test_a_sigterm_lost_in_a_finalizer_is_raised_again_at_the_next_check() -> No
         "Closer()\n"
         "print('carried on')\n"
         "try:\n"
-        "    check_terminated()\n"
+        "    check_stopped()\n"
         "except Terminated:\n"
         "    print('raised again')\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "Exception ignored" in proc.stderr and "Terminated" in proc.stderr, "Python swallowed it, as in the race"
     assert proc.stdout.split() == ["carried", "on", "raised", "again"]
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_is_raised_again_at_the_next_check() -> None:
+    """The same race for SIGINT (CI: a Ctrl-C sent as the first shard closed, the run exited 0)."""
+    code = (
+        "import os, signal\n"
+        "from agebatch.errors import check_stopped, remember_ctrl_c\n"
+        "class Closer:\n"
+        "    def __del__(self):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        sum(range(1000))  # the handler runs here, inside __del__\n"
+        "with remember_ctrl_c():\n"
+        "    Closer()\n"
+        "    print('carried on')\n"
+        "    try:\n"
+        "        check_stopped()\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('raised again')\n"
+        "check_stopped()\n"
+        "print('cleared', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+        "own = lambda *a: print('own handler')\n"
+        "signal.signal(signal.SIGINT, own)\n"
+        "with remember_ctrl_c():\n"
+        "    print('kept', signal.getsignal(signal.SIGINT) is own)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "Exception ignored" in proc.stderr and "KeyboardInterrupt" in proc.stderr, "Python swallowed it, as in the race"
+    assert proc.stdout.split() == ["carried", "on", "raised", "again", "cleared", "True", "kept", "True"], proc.stderr
 
 
 def test_disk_full_leaves_no_temporary_file_and_says_how_to_resume(tmp_path: Path, samples_dir: Path, onnx_model: str) -> None:

@@ -184,3 +184,42 @@ def test_resuming_a_finished_run_only_reassembles_the_best_epoch(tmp_path: Path,
     card = load_card(os.path.join(run, "modelA.keras"))
     assert card.training["wall_seconds"] > first_wall, "the reassembly adds its time to the training's"
     assert card.training["test_time_augmentation"] is None and card.training["config"]["mirror_tta"] is False
+
+
+def test_a_teacher_passes_on_its_outputs_averaged_over_each_face_and_its_mirror(tiny_run: str, samples_dir: Path) -> None:
+    from agebatch.io.batching import iter_batches
+    from agebatch.io.decode import DecodeOptions
+    from agebatch.io.sources import iter_items
+    from agebatch.train.teacher import teacher_targets
+    from agebatch.train.trainer import _soft_bins, _targets
+
+    b = next(iter_batches(iter_items(samples_dir), batch_size=16, options=DecodeOptions(size=(64, 64))))
+    faces = b.images[b.ok]
+    soft = teacher_targets(os.path.join(tiny_run, "modelA.keras"), faces, log=lambda *_: None)
+    mirrored = teacher_targets(os.path.join(tiny_run, "modelA.keras"), faces[:, :, ::-1], log=lambda *_: None)
+    assert soft.bins.shape == (len(faces), 101) and np.allclose(soft.bins.sum(axis=1), 1, atol=1e-4)
+    assert np.all((soft.gender > 0) & (soft.gender < 1))
+    assert np.allclose(soft.bins, mirrored.bins, atol=1e-5) and np.allclose(soft.gender, mirrored.gender, atol=1e-5)
+    age, gender = np.full(len(faces), 30.0, np.float32), np.ones(len(faces), np.float32)
+    half = _targets(age, gender, "bins", soft, 0.5)
+    assert np.allclose(half["age_bins"], 0.5 * _soft_bins(age) + 0.5 * soft.bins)
+    assert np.allclose(half["gender_prob"][:, 0], 0.5 + 0.5 * soft.gender)
+    assert np.array_equal(half["age"][:, 0], age), "the expected age keeps the label as its target"
+    levels = _targets(age, gender, "coral", soft, 1.0)["age_levels"]
+    assert np.allclose(levels[:, 0], 1 - soft.bins[:, 0], atol=1e-5) and np.all(np.diff(levels, axis=1) <= 1e-6)
+
+
+def test_a_run_with_a_teacher_records_it_and_still_counts_gender_right(tiny_run: str, tmp_path: Path, samples_dir: Path) -> None:
+    from agebatch.models.card import load_card
+
+    teacher = os.path.join(tiny_run, "modelA.keras")
+    run = train(_tiny(samples_dir, tmp_path, epochs=2, teacher=teacher, distill=0.7), log=lambda *_: None)
+    config = load_card(os.path.join(run, "modelA.keras")).training["config"]
+    assert config["teacher"] == teacher and config["distill"] == 0.7
+    # Keras' own binary accuracy compares the rounded prediction with the raw target: 0 on soft targets.
+    acc = _history(run)["gender_prob_binary_accuracy"]
+    assert all(a > 0.2 for a in acc), acc
+    with pytest.raises(AgebatchError, match="reads 64x64 px faces"):
+        train(_tiny(samples_dir, tmp_path / "r", image_size=48, teacher=teacher), log=lambda *_: None)
+    with pytest.raises(AgebatchError, match="--age-head bins or coral"):
+        TrainConfig(kind="custom", teacher=teacher, age_head="regression")

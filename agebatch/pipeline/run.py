@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from agebatch.backends.resolve import ResolvedModel, resolve
-from agebatch.errors import EXIT_FAILED, AgebatchError, Terminated, already_exists, check_terminated, run_stopped
+from agebatch.errors import EXIT_FAILED, AgebatchError, Terminated, already_exists, check_stopped, remember_ctrl_c, run_stopped
 from agebatch.faces.align import template_for
 from agebatch.io.atomic import check_not_symlink, probe_writable
 from agebatch.io.lock import OutputLock
@@ -246,16 +246,17 @@ def _run_locked(job: InferJob, outputs: list[str], progress: ProgressSink | None
     t0 = time.perf_counter()
     streamed = 0
     try:
-        for result in stream.predict(items):
-            rows = to_record_batch(result, schema)
-            store.append(rows, result.input_keys)
-            streamed += result.inputs
-            if progress is not None:
-                errors, no_face = status_counts(rows.column("status"))
-                progress.advance(result.inputs, errors=errors, no_face=no_face)
-            check_terminated()
-        store.flush()
-        check_terminated()  # nothing is made final after a SIGTERM, even one whose exception a finalizer swallowed
+        with remember_ctrl_c():
+            for result in stream.predict(items):
+                rows = to_record_batch(result, schema)
+                store.append(rows, result.input_keys)
+                streamed += result.inputs
+                if progress is not None:
+                    errors, no_face = status_counts(rows.column("status"))
+                    progress.advance(result.inputs, errors=errors, no_face=no_face)
+                check_stopped()
+            store.flush()
+            check_stopped()  # nothing is made final after a stop signal, even one whose exception a finalizer swallowed
     except KeyboardInterrupt as e:
         raise run_stopped(e, _stopped("interrupted", store)) from None
     except Terminated as e:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agebatch.errors import AgebatchError, Terminated, check_terminated, run_stopped, unfinished
+from agebatch.errors import AgebatchError, Terminated, check_stopped, remember_ctrl_c, run_stopped, unfinished
 from agebatch.io.decode import DecodeOptions
 from agebatch.io.jsonio import read_json, write_json_atomic
 from agebatch.io.lock import OutputLock
@@ -205,7 +205,7 @@ def _run_state_callback(run: str, cfg: TrainConfig, state: dict[str, Any]) -> An
             write_json_atomic(os.path.join(ckpt, "state.json"), state)
             if state["wait"] >= cfg.patience:
                 self.fitted().stop_training = True
-            check_terminated()  # the epoch is saved; a SIGTERM whose exception was swallowed stops here
+            check_stopped()  # the epoch is saved; a stop signal whose exception was swallowed stops here
 
     return RunState()
 
@@ -323,9 +323,15 @@ def _train(cfg: TrainConfig, run: str, log: Any) -> str:
             _run_state_callback(run, cfg, state),
         ]
         try:
-            train_model.fit(
-                train_seq, validation_data=val_seq, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=2
-            )
+            with remember_ctrl_c():
+                train_model.fit(
+                    train_seq,
+                    validation_data=val_seq,
+                    epochs=cfg.epochs,
+                    initial_epoch=initial_epoch,
+                    callbacks=callbacks,
+                    verbose=2,
+                )
         except (KeyboardInterrupt, Terminated) as e:
             done = f"after epoch {state['epoch']}" if "epoch" in state else "before the first epoch ended"
             raise run_stopped(e, f"training stopped {done}; rerun the same command with --resume to continue") from None
