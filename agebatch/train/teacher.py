@@ -35,16 +35,20 @@ class TeacherTargets:
         return TeacherTargets(np.tile(self.bins, (copies, 1)), np.tile(self.gender, copies))
 
 
-def teacher_targets(path: str, images: np.ndarray, *, batch: int = 256, log: Any = print) -> TeacherTargets:
-    """Run the model at `path` over uint8 `images` (and their mirrors) and return its raw, uncalibrated outputs."""
-    import keras
+def teacher_targets(path: str, images: np.ndarray, *, log: Any = print) -> TeacherTargets:
+    """Run the model at `path` over uint8 `images`, face and mirror averaged; its raw, uncalibrated outputs.
 
+    The same read-out calibration and `ensemble` use (`calibration.raw_outputs`): the trained part's
+    distribution before any temperature.
+    """
     from agebatch.backends.keras import load_keras_model
-    from agebatch.models.serving import DISTRIBUTION, trained_part
+    from agebatch.models.calibration import raw_outputs
+    from agebatch.models.serving import DISTRIBUTION, OUTPUT_GENDER, trained_part
 
-    trained = trained_part(load_keras_model(path))
+    model = load_keras_model(path)
+    trained = trained_part(model)
     names = {layer.name for layer in trained.layers}
-    if DISTRIBUTION not in names or "gender_prob" not in names:
+    if DISTRIBUTION not in names or OUTPUT_GENDER not in names:
         raise AgebatchError(
             f"--teacher {path} has no age distribution ({DISTRIBUTION}) to learn from: train it with --age-head bins or coral"
         )
@@ -53,15 +57,8 @@ def teacher_targets(path: str, images: np.ndarray, *, batch: int = 256, log: Any
         raise AgebatchError(
             f"--teacher {path} reads {size[0]}x{size[1]} px faces, this run trains on {images.shape[1]}x{images.shape[2]}"
         )
-    net = keras.Model(trained.inputs, [trained.get_layer(DISTRIBUTION).output, trained.get_layer("gender_prob").output])
     t0 = time.perf_counter()
-    bins, gender = [], []
-    for i in range(0, len(images), batch):
-        x = images[i : i + batch]
-        b0, g0 = net.predict_on_batch(x)
-        b1, g1 = net.predict_on_batch(np.ascontiguousarray(x[:, :, ::-1]))
-        bins.append((np.asarray(b0) + np.asarray(b1)) / 2)
-        gender.append(((np.asarray(g0) + np.asarray(g1)) / 2).reshape(-1))
-    out = TeacherTargets(np.concatenate(bins).astype(np.float32), np.concatenate(gender).astype(np.float32))
+    out = raw_outputs(model, images, mirror=True, names=(DISTRIBUTION, OUTPUT_GENDER))
+    soft = TeacherTargets(out[DISTRIBUTION].astype(np.float32), out[OUTPUT_GENDER].reshape(-1).astype(np.float32))
     log(f"teacher {path}: soft targets for {len(images):,} training faces in {time.perf_counter() - t0:.0f} s")
-    return out
+    return soft
