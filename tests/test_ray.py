@@ -96,3 +96,37 @@ def test_ray_detect_mode_equals_the_local_run(tmp_path: Path, samples_dir: Path,
     ok = [e is None for e in a["error"]]
     assert np.abs(np.array(a["age"], float)[ok] - np.array(b["age"], float)[ok]).max() <= 1e-4
     assert np.allclose(np.array(a["face_w"], float)[ok], np.array(b["face_w"], float)[ok])
+
+
+def test_ray_aligns_the_boxes_a_manifest_gives(tmp_path: Path, samples_dir: Path, onnx_model: str, local_ray) -> None:
+    """Manifest face boxes (with and without keypoints, bad ones, a row without) reach the Ray tasks: the local rows."""
+    import pyarrow as pa
+    from photos import compose, save_jpeg
+
+    faces = sorted(samples_dir.glob("*.jpg"))
+    image, placed = compose("coffee.jpg", faces[:2], [(400, 400, 500, 0), (1300, 500, 380, 6)], (1200, 1800))
+    photo = str(save_jpeg(image, tmp_path / "pair.jpg"))
+    kp = placed[1].keypoints[:4].reshape(-1).tolist()
+    rows = [
+        (photo, 170.0, 170.0, 460.0, 460.0, None),
+        (photo, 1130.0, 330.0, 350.0, 350.0, kp),
+        (photo, 1130.0, 330.0, 350.0, 350.0, [*kp[:7], None]),  # a keypoint missing: error row
+        (photo, 10.0, 10.0, -5.0, 50.0, None),  # non-positive width: error row
+        (photo, None, None, None, None, None),  # no box: detected
+    ]
+    cols = list(zip(*rows, strict=True))
+    manifest = tmp_path / "boxes.parquet"
+    names = ("path", "face_x", "face_y", "face_w", "face_h")
+    table = {n: pa.array(c, pa.string() if n == "path" else pa.float64()) for n, c in zip(names, cols, strict=False)}
+    pq.write_table(pa.table({**table, "face_keypoints": pa.array(cols[5], pa.list_(pa.float64()))}), manifest)
+    run_infer(InferJob(str(manifest), str(tmp_path / "local.parquet"), model=onnx_model, batch_size=4))
+    run_infer(InferJob(str(manifest), str(tmp_path / "ray"), model=onnx_model, batch_size=4, ray=local_ray))
+    a = pq.read_table(tmp_path / "local.parquet").to_pydict()
+    b = _rows(tmp_path / "ray")
+    assert a["input"] == b["input"] == [0, 1, 2, 3, 4, 4], "one row per given box; the last row detects both faces"
+    assert a["status"] == b["status"] and a["status"][2:4] == ["bad_box", "bad_box"]
+    assert a["error"] == b["error"]
+    assert a["face_score"][:2] == b["face_score"][:2] == [None, None], "no detector ran on a given box"
+    ok = [e is None for e in a["error"]]
+    assert np.abs(np.array(a["age"], float)[ok] - np.array(b["age"], float)[ok]).max() <= 1e-4
+    assert np.allclose(np.array(a["face_x"], float)[ok], np.array(b["face_x"], float)[ok])

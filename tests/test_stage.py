@@ -27,7 +27,7 @@ def photos(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[
 
 
 def test_local_ray_and_training_cut_identical_crops(photos: list[Item]) -> None:
-    from agebatch.pipeline.ray_stream import _detect_batch
+    from agebatch.pipeline.ray_stream import _detect_batch, _given
     from agebatch.train.crops import _detect
 
     model_input = DecodeOptions(size=(128, 128))
@@ -38,7 +38,11 @@ def test_local_ray_and_training_cut_identical_crops(photos: list[Item]) -> None:
     local_faces = np.concatenate([r.columns.face for r in local if r.columns is not None])
     assert (local_faces >= 0).sum() >= 8, "three faces in the group photo and one per crop"
 
-    batch = {"index": np.arange(len(photos)), "path": np.array([p.path.encode() for p in photos], dtype=object)}
+    batch = {  # a block as the Ray driver builds it
+        "index": np.arange(len(photos)),
+        "path": np.array([p.path.encode() for p in photos], dtype=object),
+        "given": np.array([_given(p) for p in photos], dtype=object),
+    }
     ray_rows = _detect_batch(batch, stage)  # the Ray task's function, called in this process
     assert np.array_equal(ray_rows["image"], local_crops) and np.array_equal(ray_rows["face"], local_faces)
 

@@ -16,6 +16,7 @@ The driver writes a few kilobytes per thousand rows; the pixels never reach it.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import fields
@@ -76,14 +77,32 @@ def _finder(options: FaceOptions) -> Any:
     return FaceFinder(options, threads=1)
 
 
+def _given(item: Item) -> str:
+    """A manifest's face box and keypoints as one text cell ('' for none), decoded by `_item` in the Ray task.
+
+    JSON keeps them exactly as the manifest gave them (None inside keypoints, NaN), so the task
+    validates them with the same `faces.cut.given_face` a local run uses and gives the same error rows.
+    """
+    return "" if item.box is None else json.dumps([item.box, item.keypoints])
+
+
+def _item(path: bytes, given: str) -> Item:
+    name = os.fsdecode(path)
+    if not given:
+        return Item(name, name)
+    box, keypoints = json.loads(given)
+    return Item(name, name, box=tuple(box), keypoints=None if keypoints is None else tuple(keypoints))
+
+
 def _detect_batch(batch: dict[str, np.ndarray], stage: FaceStage) -> dict[str, np.ndarray]:
-    """Ray task: decode whole photos, find and align every face; one output row per face (or per faceless input)."""
+    """Ray task: decode whole photos, find and align every face (or the manifest's boxes); one output row per face
+    (or per faceless input)."""
     from agebatch.io.batching import ImageBatch
     from agebatch.io.decode import decode_work_images, limit_opencv_threads
 
     limit_opencv_threads()
     index = np.asarray(batch["index"])
-    items = [Item(os.fsdecode(p), os.fsdecode(p)) for p in batch["path"]]
+    items = [_item(p, str(g)) for p, g in zip(batch["path"], batch["given"], strict=True)]
     decoded = decode_work_images(items, stage.photo_options)
     images = ImageBatch(
         int(index[0]) if len(index) else 0, items, [d[0] for d in decoded], [d[1] for d in decoded], [d[2] for d in decoded]
@@ -142,13 +161,12 @@ class RayStream:
         listed = list(items)  # paths and labels only: ~100 bytes per input on the driver
         if not listed:
             return
-        if self.job.faces == "detect" and any(i.box is not None for i in listed):
-            raise AgebatchError("face boxes from a manifest are not carried to Ray tasks yet; run without --ray")
         blocks: list[pa.Table | bytes] = [  # the union is what from_arrow declares (its List is invariant)
             pa.table(
                 {
                     "index": pa.array(np.arange(lo, min(lo + INPUT_BLOCK_ROWS, len(listed)))),
                     "path": pa.array([os.fsencode(i.path) for i in listed[lo : lo + INPUT_BLOCK_ROWS]], pa.binary()),
+                    "given": pa.array([_given(i) for i in listed[lo : lo + INPUT_BLOCK_ROWS]], pa.string()),
                 }
             )
             for lo in range(0, len(listed), INPUT_BLOCK_ROWS)
