@@ -119,6 +119,11 @@ def _grid(n_side: int, canvas: tuple[int, int], fill: float = 0.8) -> list[tuple
     return [((c + 0.5) * cell_w, (r + 0.5) * cell_h, side, 0.0) for r in range(n_side) for c in range(n_side)]
 
 
+def _box_rows(boxes: np.ndarray) -> list[dict]:
+    """`FaceFinder` boxes as the output rows `_found` reads."""
+    return [{"face": 0, "face_x": b[0], "face_y": b[1], "face_w": b[2], "face_h": b[3]} for b in boxes]
+
+
 def _found(rows: list[dict], places: list[tuple[float, float, float, float]]) -> int:
     """Pasted faces with exactly one row whose box centre lies within a third of the crop's side of where it was put."""
     hits = 0
@@ -198,7 +203,7 @@ def test_a_face_cut_by_two_edges_is_found_in_the_corner_view(samples_dir: Path) 
         image, _ = compose(["rocket.jpg", "coffee.jpg"][k % 2], [faces[4 * k + j] for j in range(4)], places, (h, w))
         for edges in (False, True):
             d = FaceFinder(FaceOptions(edges=edges)).find([image])[0]
-            rows = [{"face": 0, "face_x": b[0], "face_y": b[1], "face_w": b[2], "face_h": b[3]} for b in d.boxes]
+            rows = _box_rows(d.boxes)
             assert _found(rows, places[:3]) == 3 and len(rows) <= 4, "the whole faces, once each, and nothing else"
             found[edges] += _found(rows, [corner])
     assert found[True] == 4 and found[False] <= 1, found
@@ -217,5 +222,5 @@ def test_a_face_cut_by_the_bottom_edge_below_the_eyes_is_found(samples_dir: Path
         "rocket.jpg", [faces[(k * 7) % len(faces)], *(faces[(k * 3 + j) % len(faces)] for j in (1, 2, 3))], places, (h, w)
     )
     d = FaceFinder().find([image])[0]
-    rows = [{"face": 0, "face_x": b[0], "face_y": b[1], "face_w": b[2], "face_h": b[3]} for b in d.boxes]
+    rows = _box_rows(d.boxes)
     assert len(rows) == 4 and _found(rows, places) == 4, "the three whole faces and the cut one, once each"

@@ -154,8 +154,8 @@ class FaceFinder:
         of each side, are searched the same way at 1 / EDGE_WINDOW the zoom: a face cut by
         the bottom edge or by two edges (a selfie's taker) mirrors into a less face-like
         shape, and the detectors need it larger to find it; so is the middle of the bottom
-        edge, where a face cut at the nose straddles the two bottom corners. Only detections that cross the
-        photo's border with at least `EDGE_INSIDE` of their box inside are kept, and in a
+        edge, where a face cut at the nose straddles the two bottom corners. Only detections
+        that cross the photo's border with at least `EDGE_INSIDE` of their box inside are kept, and in a
         corner only those the corner does not cut itself (the whole-photo view or another
         corner holds that face whole); `_add_new` keeps none that overlaps a face the
         other passes found.
@@ -169,8 +169,8 @@ class FaceFinder:
             whole.append(len(views))
             views.append((i, 0, 0, w, h))
             ww, wh = round(EDGE_WINDOW * w), round(EDGE_WINDOW * h)
-            views += [(i, x0, y0, x0 + ww, y0 + wh) for y0 in (0, h - wh) for x0 in (0, w - ww)]
-            views.append((i, (w - ww) // 2, h - wh, (w - ww) // 2 + ww, h))  # the bottom edge's middle: see EDGE_WINDOW
+            origins = [(x0, y0) for y0 in (0, h - wh) for x0 in (0, w - ww)] + [((w - ww) // 2, h - wh)]  # + bottom middle
+            views += [(i, x0, y0, x0 + ww, y0 + wh) for x0, y0 in origins]
         if not views:
             return {}
         pads = [round(EDGE_PAD * max(x1 - x0, y1 - y0)) for _, x0, y0, x1, y1 in views]
