@@ -224,3 +224,23 @@ def test_a_face_cut_by_the_bottom_edge_below_the_eyes_is_found(samples_dir: Path
     d = FaceFinder().find([image])[0]
     rows = _box_rows(d.boxes)
     assert len(rows) == 4 and _found(rows, places) == 4, "the three whole faces and the cut one, once each"
+
+
+@pytest.mark.parametrize("k", [6, 12])
+def test_a_face_cut_by_the_bottom_next_to_the_right_edge_is_found(samples_dir: Path, k: int) -> None:
+    """A selfie's taker at the bottom right: 80% of the crop inside horizontally, 50% vertically (a 600 x 604 photo,
+    three whole faces beside it). Mirrored in both axes at the corner it becomes a four-eyed shape the detectors box
+    badly; the bottom corner's second view, mirrored below only, finds it. Measured on 16 such photos (170-245 px
+    faces): 5 found before that view, 12 with it; these are two of the gained ones."""
+    faces = sorted(samples_dir.glob("*.jpg"))
+    h, w, side = 604, 600, 170.0 + 5 * k
+    cut = (w - 0.8 * side + side / 2, h - 0.5 * side + side / 2, side, 0)
+    places = [cut, (110, 150, 150, 0), (300, 140, 150, 0), (490, 150, 150, 0)]
+    image, _ = compose(
+        ["rocket.jpg", "coffee.jpg", "astronaut.jpg"][k % 3],
+        [faces[(k * 5 + 3) % len(faces)], *(faces[(k * 3 + j + 11) % len(faces)] for j in range(3))],
+        places,
+        (h, w),
+    )
+    rows = _box_rows(FaceFinder().find([image])[0].boxes)
+    assert len(rows) == 4 and _found(rows, places) == 4, "the three whole faces and the cut one, once each"
