@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,11 @@ SHARED = Path(os.environ.get("AGEBATCH_SHARED", ROOT.parent / "shared"))
 POOL = SHARED / "data" / "utkface"
 # Training's aligned-crop cache goes to a fresh folder per test session, never the user's ~/.cache.
 os.environ["AGEBATCH_CACHE"] = tempfile.mkdtemp(prefix="agebatch-test-cache-")
+# A suite started in the background of a non-interactive shell (`nohup make test &`) inherits SIGINT as ignored, and
+# an ignored signal stays ignored across exec: the processes the Ctrl-C tests start would never see their SIGINT. A
+# handler does not survive exec, so with one here every child starts with the default and Python's KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
