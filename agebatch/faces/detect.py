@@ -67,9 +67,11 @@ EDGE_INSIDE = 0.3
 #: rows on people-free photos and close-up portraits, 59.9 -> 61.5 ms per photo (a probe beside a training run).
 #: The two bottom corners are searched a second time reflected below only: near a side, a face cut by the bottom
 #: mirrors in both axes into a four-eyed shape the detectors box badly (boxes 1.5x the face, centred on the corner).
-#: 180-215 px faces by a bottom corner, 8 per case, share inside horizontally x vertically: 90 x 50% 2 -> 4,
-#: 90 x 60% 6 -> 7; 50 x 50 / 60 x 60 / 70 x 70 / 60 x 90 / 50 x 90% unchanged (1 / 2 / 7 / 8 / 8); no extra rows once
-#: edge faces are also checked against each other (`_add_new`); same rows on people-free photos and portraits.
+#: 170-245 px faces by a bottom corner, 16 per case and side (right / left), share inside across x down: 80 x 50%
+#: 5 -> 12 / 4 -> 9, 90 x 50% 10 -> 14 / 9 -> 11, 90 x 60% 14 -> 14 / 12 -> 15, 70 x 70% unchanged, 60 x 60% 6 -> 7 /
+#: 3 -> 3 (and 2 new boxes off a cut face); no other extra rows once edge faces are also checked against each other
+#: (`_add_new`); same rows on people-free photos and portraits; composed group selfies (docs/faces.md) with all seven
+#: faces 9 -> 11 of 16; `FaceFinder.find` 1.09-1.13x.
 EDGE_WINDOW = 0.6
 #: An edge-pass detection overlapping a face of the other passes by more than this share of the smaller box is dropped.
 EDGE_TOUCH = 0.1
