@@ -124,6 +124,10 @@ def _box_rows(boxes: np.ndarray) -> list[dict]:
     return [{"face": 0, "face_x": b[0], "face_y": b[1], "face_w": b[2], "face_h": b[3]} for b in boxes]
 
 
+#: Three whole faces across the top of a 600 x 604 photo, beside the one cut face a test places.
+BESIDE_CUT = [(110, 150, 150, 0), (300, 140, 150, 0), (490, 150, 150, 0)]
+
+
 def _found(rows: list[dict], places: list[tuple[float, float, float, float]]) -> int:
     """Pasted faces with exactly one row whose box centre lies within a third of the crop's side of where it was put."""
     hits = 0
@@ -217,7 +221,7 @@ def test_a_face_cut_by_the_bottom_edge_below_the_eyes_is_found(samples_dir: Path
     faces = sorted(samples_dir.glob("*.jpg"))
     h, w, side = 604, 600, 180.0 + 5 * k
     cut = (300.0 + 10 * k, h - 0.4 * side + side / 2, side, 0)
-    places = [cut, (110, 150, 150, 0), (300, 140, 150, 0), (490, 150, 150, 0)]
+    places = [cut, *BESIDE_CUT]
     image, _ = compose(
         "rocket.jpg", [faces[(k * 7) % len(faces)], *(faces[(k * 3 + j) % len(faces)] for j in (1, 2, 3))], places, (h, w)
     )
@@ -235,7 +239,7 @@ def test_a_face_cut_by_the_bottom_next_to_the_right_edge_is_found(samples_dir: P
     faces = sorted(samples_dir.glob("*.jpg"))
     h, w, side = 604, 600, 170.0 + 5 * k
     cut = (w - 0.8 * side + side / 2, h - 0.5 * side + side / 2, side, 0)
-    places = [cut, (110, 150, 150, 0), (300, 140, 150, 0), (490, 150, 150, 0)]
+    places = [cut, *BESIDE_CUT]
     image, _ = compose(
         ["rocket.jpg", "coffee.jpg", "astronaut.jpg"][k % 3],
         [faces[(k * 5 + 3) % len(faces)], *(faces[(k * 3 + j + 11) % len(faces)] for j in range(3))],
