@@ -223,3 +223,40 @@ def test_a_run_with_a_teacher_records_it_and_still_counts_gender_right(tiny_run:
         train(_tiny(samples_dir, tmp_path / "r", image_size=48, teacher=teacher), log=lambda *_: None)
     with pytest.raises(AgebatchError, match="--age-head bins or coral"):
         TrainConfig(kind="custom", teacher=teacher, age_head="regression")
+
+
+def test_mixup_blends_faces_and_every_target_with_one_weight(samples_dir: Path) -> None:
+    from agebatch.io.batching import iter_batches
+    from agebatch.io.decode import DecodeOptions
+    from agebatch.io.sources import iter_items
+    from agebatch.train.trainer import _mixup, _mixup_pairs, _targets
+
+    items = list(iter_items(samples_dir))[:16]
+    b = next(iter_batches(items, batch_size=16, options=DecodeOptions(size=(64, 64))))
+    age = np.asarray([i.age for i in items], np.float32)
+    gender = np.asarray([i.gender for i in items], np.float32)
+    lam, partner = _mixup_pairs(len(items), 0.4, np.random.default_rng(0))
+    assert np.all((lam >= 0.5) & (lam <= 1.0)) and sorted(partner) == list(range(len(items)))
+    assert np.count_nonzero((lam < 0.99) & (partner != np.arange(len(items)))) >= 4, "faces are really blended"
+    for head in ("bins", "coral"):
+        targets = _targets(age, gender, head)
+        mixed, out = _mixup(b.images, targets, lam, partner)
+        assert mixed.dtype == np.uint8 and mixed.shape == b.images.shape
+        want = lam[:, None, None, None] * b.images + (1 - lam[:, None, None, None]) * b.images[partner].astype(np.float32)
+        assert np.abs(mixed - want).max() <= 0.5 + 1e-3
+        assert set(out) == set(targets)
+        for k, v in targets.items():
+            assert np.allclose(out[k], lam[:, None] * v + (1 - lam[:, None]) * v[partner], atol=1e-6), k
+        assert np.allclose(out["age"][:, 0], lam * age + (1 - lam) * age[partner], atol=1e-4)
+    assert np.allclose(_mixup(b.images, _targets(age, gender, "bins"), lam, partner)[1]["age_bins"].sum(axis=1), 1, atol=1e-5)
+
+
+def test_a_run_with_mixup_records_it_and_mixup_refuses_the_feature_cache(tmp_path: Path, samples_dir: Path) -> None:
+    from agebatch.models.card import load_card
+
+    run = train(_tiny(samples_dir, tmp_path, epochs=1, mixup=0.3), log=lambda *_: None)
+    assert load_card(os.path.join(run, "modelA.keras")).training["config"]["mixup"] == 0.3
+    with pytest.raises(AgebatchError, match="--feature-cache"):
+        TrainConfig(kind="pretrained", mixup=0.2, feature_cache=True)
+    with pytest.raises(AgebatchError, match="--mixup"):
+        TrainConfig(kind="custom", mixup=-1)

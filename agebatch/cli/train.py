@@ -142,6 +142,14 @@ def _D(name: str) -> Any:
     help="With --teacher: the teacher's share of the age-distribution and gender targets (the label keeps the rest).",
 )
 @click.option(
+    "--mixup",
+    default=_D("mixup"),
+    show_default=True,
+    type=click.FloatRange(0.0, 10.0),
+    help="Mixup's Beta(alpha, alpha): each training face blended with another of its batch, targets alike (0: off). "
+    "0.2-0.4 is the usual range.",
+)
+@click.option(
     "--quality-augment/--no-quality-augment",
     default=True,
     show_default=True,

@@ -130,6 +130,11 @@ class TrainConfig:
     init: str | None = None  # start from this .keras model's weights (layers matched by name)
     teacher: str | None = None  # a trained .keras model whose soft outputs join the train targets (train/teacher.py)
     distill: float = 0.5  # with a teacher: its share of the age-distribution and gender targets (the label's: 1 - distill)
+    # Mixup (Zhang et al. 2018): each training face blended with another of its batch, weight drawn from
+    # Beta(mixup, mixup), and every target blended alike. 0: off. Added against Model B's over-fitting (train MAE
+    # ~2.9 against ~4.5 on val), which head dropout and weight decay did not reach; it closes that gap but was not
+    # better on val at 10-22 epochs (docs/models.md, "Mixup"), hence off by default.
+    mixup: float = 0.0
     # Model A size (defaults: models/custom.TRUNKS["default"])
     stem: int = TRUNKS["default"][0]
     widths: tuple[int, ...] = TRUNKS["default"][1]
@@ -157,6 +162,10 @@ class TrainConfig:
                 raise AgebatchError(f"--teacher model not found: {self.teacher}")
             if self.age_head == "regression":
                 raise AgebatchError("--teacher passes on an age distribution: use --age-head bins or coral")
+        if not 0.0 <= self.mixup <= 10.0:
+            raise AgebatchError(f"--mixup is a Beta distribution's alpha in [0, 10], 0 for off (got {self.mixup})")
+        if self.mixup > 0 and self.feature_cache:
+            raise AgebatchError("--mixup blends training images; --feature-cache trains on cached features: pass one")
         if not 0.0 <= self.distill <= 1.0:
             raise AgebatchError(f"--distill must lie in [0, 1] (got {self.distill})")
         if self.resume and self.overwrite:

@@ -79,6 +79,26 @@ def _targets(
     return t
 
 
+def _mixup_pairs(n: int, alpha: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup's draw for a batch of `n`: each face's weight (from Beta(alpha, alpha), folded to >= 0.5 so a
+    blended face stays mostly itself: its augmentation and its row) and its partner's index in the batch."""
+    lam = rng.beta(alpha, alpha, n).astype(np.float32)
+    return np.maximum(lam, 1.0 - lam), rng.permutation(n)
+
+
+def _mixup(
+    images: np.ndarray, targets: dict[str, np.ndarray], lam: np.ndarray, partner: np.ndarray
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Blend each face with its partner and every target with the same weight (Zhang et al. 2018).
+
+    The images stay uint8, which is what the model's first layer takes. Every target here is linear in
+    the label (ages, soft bins, CORAL levels, P(female)), so blending the targets is blending the labels.
+    """
+    w = lam[:, None, None, None]
+    mixed = np.clip(w * images + (1.0 - w) * images[partner] + 0.5, 0, 255).astype(np.uint8)
+    return mixed, {k: lam[:, None] * v + (1.0 - lam[:, None]) * v[partner] for k, v in targets.items()}
+
+
 def _batches(
     x: np.ndarray,
     age: np.ndarray,
@@ -106,7 +126,10 @@ def _batches(
             if augment:
                 xb = augment_batch(xb, self.rng, cfg.augment)
             soft = None if teacher is None else teacher.take(idx)
-            return xb, _targets(age[idx], gender[idx], cfg.age_head, soft, cfg.distill)
+            targets = _targets(age[idx], gender[idx], cfg.age_head, soft, cfg.distill)
+            if train and augment and cfg.mixup > 0:
+                return _mixup(xb, targets, *_mixup_pairs(len(idx), cfg.mixup, self.rng))
+            return xb, targets
 
         def on_epoch_end(self) -> None:
             if train:
