@@ -248,7 +248,8 @@ def test_mixup_blends_faces_and_every_target_with_one_weight(samples_dir: Path) 
         for k, v in targets.items():
             assert np.allclose(out[k], lam[:, None] * v + (1 - lam[:, None]) * v[partner], atol=1e-6), k
         assert np.allclose(out["age"][:, 0], lam * age + (1 - lam) * age[partner], atol=1e-4)
-    assert np.allclose(_mixup(b.images, _targets(age, gender, "bins"), lam, partner)[1]["age_bins"].sum(axis=1), 1, atol=1e-5)
+        if head == "bins":
+            assert np.allclose(out["age_bins"].sum(axis=1), 1, atol=1e-5), "a blend of distributions is a distribution"
 
 
 def test_a_run_with_mixup_records_it_and_mixup_refuses_the_feature_cache(tmp_path: Path, samples_dir: Path) -> None:
