@@ -18,15 +18,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from agebatch.faces.blazeface import (
-    NUM_KEYPOINTS,
-    BlazeFace,
-    Detections,
-    corner_intersection,
-    corner_iou,
-    letterbox,
-    weighted_nms,
-)
+from agebatch.faces.blazeface import NUM_KEYPOINTS, BlazeFace, Detections, corner_intersection, letterbox, weighted_nms
 from agebatch.faces.options import FaceOptions
 
 #: The short-range detector sees the image at this fraction of its input (the rest is margin).
@@ -47,15 +39,6 @@ TILES_PER_SIDE = 10
 #: A tile's detection needs this score (or --min-score, if higher): at 0.5 a 4000x3000 copy of the rocket photo gave
 #: one false face, at 0.6 none, and no pasted face was lost.
 TILE_MIN_SCORE = 0.6
-#: A tile's detection is looked at again, by the short-range model, in a window TILE_RECHECK_CONTEXT times its box
-#: side around it, and kept only where that window finds it too (IoU > `iou`, score >= --min-score). A tile shows a
-#: few hundred pixels of texture at a face's scale, and BlazeFace now and then scores a patch of it as a face; in the
-#: wider window a real face still looks like one and such a patch does not. Measured on the 30 composed 12 MP photos
-#: of `agebatch bench infer --faces detect`: the 241 tile detections of pasted faces re-scored 0.61-0.94 with a
-#: window of 2x (0.62-0.94 at 3x, where 4 fell under 0.7), so none is lost; the astronaut portrait (tests/data)
-#: enlarged to 1,024 px gave a tile face on the suit's collar (score 0.65) that the 2x window does not find at all
-#: (0.53 at 3x, 0.61 at 4x).
-TILE_RECHECK_CONTEXT = 2.0
 #: A tile's detection within this share of the tile side from an inner edge is cut by the tile: dropped.
 TILE_EDGE = 0.02
 #: A tile's detection wider than this share of the tile is left to the whole-image passes.
@@ -263,51 +246,7 @@ class FaceFinder:
             pts, sc = out.setdefault(i, ([], []))
             pts.append(points[keep])
             sc.append(scores[keep])
-        merged = {i: (np.concatenate(p), np.concatenate(s)) for i, (p, s) in out.items()}
-        return self._recheck(images, merged)
-
-    def _recheck(
-        self, images: Sequence[np.ndarray], found: dict[int, tuple[np.ndarray, np.ndarray]]
-    ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """The tile detections that the short-range model finds again in a wider window around them.
-
-        Overlapping tiles see one face up to four times: each group of detections that overlap
-        (IoU > `iou`) is looked at once, through its best, and all of it shares the verdict.
-        All windows of the batch go to the detector in one call.
-        """
-        windows: list[np.ndarray] = []
-        origins: list[tuple[int, int]] = []
-        groups: dict[int, tuple[np.ndarray, list[int]]] = {}  # image -> (group of each detection, its looked-at one)
-        for i, (points, scores) in found.items():
-            h, w = images[i].shape[:2]
-            group = np.zeros(len(points), int)
-            heads: list[int] = []
-            for k in np.argsort(-scores, kind="stable"):
-                same = [g for g, j in enumerate(heads) if corner_iou(points[k, :2], points[j : j + 1, :2])[0] > self.options.iou]
-                if same:
-                    group[k] = same[0]
-                    continue
-                group[k] = len(heads)
-                heads.append(int(k))
-                (x0, y0), (x1, y1) = points[k, :2]
-                half = TILE_RECHECK_CONTEXT * max(x1 - x0, y1 - y0) / 2
-                cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-                a, b = int(max(0, cx - half)), int(max(0, cy - half))
-                windows.append(images[i][b : int(min(h, cy + half)), a : int(min(w, cx + half))])
-                origins.append((a, b))
-            groups[i] = (group, heads)
-        again = iter(zip(self._run(self.short, windows, SHORT_RANGE_FILL), origins, strict=True))
-        out = {}
-        for i, (points, scores) in found.items():
-            group, heads = groups[i]
-            seen_again = np.zeros(len(heads), bool)
-            for g, k in enumerate(heads):
-                (seen, _), origin = next(again)  # the detector already dropped what scores under --min-score
-                boxes = seen[:, :2] + np.array(origin, np.float32)
-                seen_again[g] = bool((corner_iou(points[k, :2], boxes) > self.options.iou).any())
-            keep = seen_again[group]
-            out[i] = (points[keep], scores[keep])
-        return out
+        return {i: (np.concatenate(p), np.concatenate(s)) for i, (p, s) in out.items()}
 
     def _run(self, detector: BlazeFace, images: Sequence[np.ndarray], fill: float) -> list[tuple[np.ndarray, np.ndarray]]:
         """Letterbox each image into `fill` of the detector's input, detect, and map points back to image pixels."""
