@@ -133,7 +133,7 @@ class TrainConfig:
     # Mixup (Zhang et al. 2018): each training face blended with another of its batch, weight drawn from
     # Beta(mixup, mixup), and every target blended alike. 0: off. Added against Model B's over-fitting (train MAE
     # ~2.9 against ~4.5 on val), which head dropout and weight decay did not reach; it closes that gap but was not
-    # better on val at 10-22 epochs (docs/models.md, "Mixup"), hence off by default.
+    # better on val at 10-26 epochs (docs/models.md, "Mixup"), hence off by default.
     mixup: float = 0.0
     # Model A size (defaults: models/custom.TRUNKS["default"])
     stem: int = TRUNKS["default"][0]
