@@ -35,6 +35,22 @@ def test_the_two_copies_move_sharpness_where_they_claim(crops: np.ndarray) -> No
     assert np.all(half < base), "a 2x down/up copy is softer"
 
 
+def test_sharpness_is_measured_at_one_size_whatever_the_model_input(samples_dir: Path, crops: np.ndarray) -> None:
+    import cv2
+
+    b = next(iter_batches(iter_items(samples_dir), batch_size=64, options=DecodeOptions(size=(160, 160))))
+    large = b.images[b.ok]
+    assert len(large) == len(crops)
+    at_128 = np.array([sharpness(c) for c in crops])
+    at_160 = np.array([sharpness(c) for c in large])
+    raw_160 = np.array([cv2.Laplacian(cv2.cvtColor(c, cv2.COLOR_RGB2GRAY), cv2.CV_64F).var() for c in large])
+    assert np.median(raw_160 / at_128) < 0.7, "drawn larger, the same faces have a lower Laplacian variance"
+    assert 0.9 < np.median(at_160 / at_128) < 1.1, "measured at SHARPNESS_SIDE, the two sizes agree"
+    soft = at_160 < PRESS_SHARPNESS
+    sharp = np.array([sharpness(sharpen_to(c)) for c in large[soft]])
+    assert np.all(np.abs(sharp - PRESS_SHARPNESS) < 0.25 * PRESS_SHARPNESS), "a 160-px crop is sharpened to the same 500"
+
+
 def test_quality_augmentation_makes_faces_sharper_and_softer(crops: np.ndarray) -> None:
     rng = np.random.default_rng(0)
     batch = np.concatenate([crops] * 8)

@@ -219,8 +219,11 @@ def test_a_run_with_a_teacher_records_it_and_still_counts_gender_right(tiny_run:
     # Keras' own binary accuracy compares the rounded prediction with the raw target: 0 on soft targets.
     acc = _history(run)["gender_prob_binary_accuracy"]
     assert all(a > 0.2 for a in acc), acc
-    with pytest.raises(AgebatchError, match="reads 64x64 px faces"):
-        train(_tiny(samples_dir, tmp_path / "r", image_size=48, teacher=teacher), log=lambda *_: None)
+    # A student at another input size learns from the teacher's outputs on its crops resized to the teacher's.
+    lines: list[str] = []
+    small = train(_tiny(samples_dir, tmp_path / "r", epochs=1, image_size=48, teacher=teacher), log=lines.append)
+    assert any("reads 64x64 px faces" in line for line in lines), lines
+    assert load_card(os.path.join(small, "modelA.keras")).input_size == (48, 48)
     with pytest.raises(AgebatchError, match="--age-head bins or coral"):
         TrainConfig(kind="custom", teacher=teacher, age_head="regression")
 
@@ -261,3 +264,16 @@ def test_a_run_with_mixup_records_it_and_mixup_refuses_the_feature_cache(tmp_pat
         TrainConfig(kind="pretrained", mixup=0.2, feature_cache=True)
     with pytest.raises(AgebatchError, match="--mixup"):
         TrainConfig(kind="custom", mixup=-1)
+
+
+def test_bench_train_times_real_training_steps_at_the_asked_input_size() -> None:
+    from click.testing import CliRunner
+
+    from agebatch.cli import main
+
+    r = CliRunner().invoke(main, ["bench", "train", "--models", "custom", "--steps", "1", "--warmup", "1", "--image-size", "64"])
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.output.splitlines() if "A (custom)" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[1:4] == ["64", "64", "1"], cells  # px, batch, steps
+    assert float(cells[5]) > 0, cells  # img/s

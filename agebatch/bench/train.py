@@ -22,6 +22,7 @@ from agebatch.machine import load_average, machine_facts
 @dataclass(frozen=True, slots=True)
 class TrainSpeed:
     model: str  # "custom" (Model A) | "pretrained" (Model B)
+    image_size: int
     batch_size: int
     steps: int
     seconds_per_step: float
@@ -80,7 +81,7 @@ def time_training(kind: str, faces: np.ndarray, *, batch_size: int, steps: int, 
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - t0) / steps
-    return TrainSpeed(kind, batch_size, steps, seconds, before, load_average())
+    return TrainSpeed(kind, cfg.image_size, batch_size, steps, seconds, before, load_average())
 
 
 def report(runs: list[TrainSpeed], console: Any) -> None:
@@ -88,12 +89,13 @@ def report(runs: list[TrainSpeed], console: Any) -> None:
 
     facts = machine_facts()
     table = Table(title=f"training steps on {facts['cpu']} ({facts['cores']} cores)")
-    for col in ("model", "batch", "steps", "s/step", "img/s", "load before", "load after"):
+    for col in ("model", "px", "batch", "steps", "s/step", "img/s", "load before", "load after"):
         table.add_column(col, justify="left" if col == "model" else "right")
     names = {"custom": "A (custom)", "pretrained": "B (Lite0)"}
     for r in runs:
         table.add_row(
-            names.get(r.model, r.model), str(r.batch_size), str(r.steps), f"{r.seconds_per_step:.2f}", f"{r.images_per_s:.1f}",
+            names.get(r.model, r.model), str(r.image_size), str(r.batch_size), str(r.steps),
+            f"{r.seconds_per_step:.2f}", f"{r.images_per_s:.1f}",
             _load(r.load_before), _load(r.load_after),
         )  # fmt: skip
     console.print(table)

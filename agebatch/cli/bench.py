@@ -11,10 +11,13 @@ from agebatch.cli.options import (
     IntList,
     batch_size_option,
     faces_choice_option,
+    field_default,
+    image_size_option,
     model_option,
     workers_option,
 )
 from agebatch.errors import AgebatchError
+from agebatch.train.config import TrainConfig
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -134,9 +137,16 @@ def bench_infer(source: str, model: str | None, limit: int, no_full: bool, faces
 @click.option("--steps", default=5, show_default=True, type=click.IntRange(1), help="Timed training steps per model.")
 @click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed steps first (graph tracing).")
 @click.option(
-    "--train-from-block", default=5, show_default=True, type=click.IntRange(0, 16), help="Model B: first trained block."
+    "--train-from-block",
+    default=field_default(TrainConfig, "train_from_block"),
+    show_default=True,
+    type=click.IntRange(0, 16),
+    help="Model B: first trained block.",
 )
-def bench_train(source: str | None, models: str, batch_size: int, steps: int, warmup: int, train_from_block: int) -> None:
+@image_size_option(field_default(TrainConfig, "image_size"), help="Square input size in pixels (what a larger input costs).")
+def bench_train(
+    source: str | None, models: str, batch_size: int, steps: int, warmup: int, train_from_block: int, image_size: int
+) -> None:
     """Training img/s of Model A and Model B on real faces, with the CPU, core count and load (needs [train]).
 
     Prints the load average before and after each timed run: training speed halves when
@@ -152,10 +162,18 @@ def bench_train(source: str | None, models: str, batch_size: int, steps: int, wa
     console = Console()
     facts = machine_facts()
     console.print(f"train bench: {facts['cpu']}, {facts['cores']} cores, load {facts['load_average']}")
-    faces = faces_for_bench(source or samples_dir(), max(256, batch_size), 128)
+    faces = faces_for_bench(source or samples_dir(), max(256, batch_size), image_size)
     kinds = ["custom", "pretrained"] if models == "both" else [models]
     runs = [
-        time_training(kind, faces, batch_size=batch_size, steps=steps, warmup=warmup, train_from_block=train_from_block)
+        time_training(
+            kind,
+            faces,
+            batch_size=batch_size,
+            steps=steps,
+            warmup=warmup,
+            train_from_block=train_from_block,
+            image_size=image_size,
+        )
         for kind in kinds
     ]
     report(runs, console)

@@ -86,6 +86,11 @@ def batch_size_option(default: int, help: str = "Images per batch.", maximum: in
     return click.option("--batch-size", default=default, show_default=True, type=click.IntRange(1, maximum), help=help)
 
 
+def image_size_option(default: int, help: str = "Square input size in pixels.") -> Decorator[Any]:
+    """A model's input side (train, bench train); `default` comes from `TrainConfig`."""
+    return click.option("--image-size", default=default, show_default=True, type=click.IntRange(32, 1024), help=help)
+
+
 def model_option(help: str) -> Decorator[Any]:
     return click.option("--model", default=None, help=help)
 

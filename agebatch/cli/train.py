@@ -13,6 +13,7 @@ from agebatch.cli.options import (
     data_option,
     faces_choice_option,
     field_default,
+    image_size_option,
     overwrite_option,
     resume_option,
     split_options,
@@ -52,13 +53,7 @@ def _D(name: str) -> Any:
     default=None,
     help="Folder of the offline ImageNet weights (default: $AGEBATCH_WEIGHTS or ../shared/weights).",
 )
-@click.option(
-    "--image-size",
-    default=_D("image_size"),
-    show_default=True,
-    type=click.IntRange(32, 1024),
-    help="Square input size in pixels.",
-)
+@image_size_option(_D("image_size"))
 @click.option(
     "--age-head",
     type=click.Choice(list(AGE_HEADS)),

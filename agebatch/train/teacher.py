@@ -52,13 +52,32 @@ def teacher_targets(path: str, images: np.ndarray, *, log: Any = print) -> Teach
         raise AgebatchError(
             f"--teacher {path} has no age distribution ({DISTRIBUTION}) to learn from: train it with --age-head bins or coral"
         )
+    t0 = time.perf_counter()
     size = tuple(trained.input_shape[1:3])
     if size != images.shape[1:3]:
-        raise AgebatchError(
-            f"--teacher {path} reads {size[0]}x{size[1]} px faces, this run trains on {images.shape[1]}x{images.shape[2]}"
-        )
-    t0 = time.perf_counter()
+        ours = f"{images.shape[1]}x{images.shape[2]}"
+        log(f"teacher {path} reads {size[0]}x{size[1]} px faces: this run's {ours} crops are resized for it")
+        images = resized(images, (int(size[0]), int(size[1])))
     out = raw_outputs(model, images, mirror=True, names=(DISTRIBUTION, OUTPUT_GENDER))
     soft = TeacherTargets(out[DISTRIBUTION].astype(np.float32), out[OUTPUT_GENDER].reshape(-1).astype(np.float32))
     log(f"teacher {path}: soft targets for {len(images):,} training faces in {time.perf_counter() - t0:.0f} s")
     return soft
+
+
+def resized(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 `images` (N, H, W, 3) resized to `size` (height, width), area-averaged when shrinking.
+
+    Why: a student at another input size (e.g. 160 px) can learn from a teacher trained at 128 px.
+    Both sizes are cut from the same aligned face by the same template, so a resize of the student's
+    crop is the teacher's crop up to interpolation; cutting the pool again at the teacher's size would
+    hold a second copy of every face for the same targets.
+    """
+    import cv2
+
+    h, w = size
+    shrink = h * w < images.shape[1] * images.shape[2]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    out = np.empty((len(images), h, w, images.shape[3]), images.dtype)
+    for i, face in enumerate(images):
+        out[i] = cv2.resize(face, (w, h), interpolation=interp)
+    return out
