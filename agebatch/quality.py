@@ -2,9 +2,9 @@
 
 Sharpness here is the variance of the Laplacian of the grey crop drawn at 128 px
 (`SHARPNESS_SIDE`), whatever the model's input size: UTKFace's crops have a median of
-~90-160, aligned crops of modern press photos ~500. A model trained on soft crops alone reads sharpness as age (a sharpened
-crop looked ~1 year older, a 2x down/up-sized one ~1 year younger), so `evaluate`
-measures, on the split it scores (`consistency`):
+~90-160, aligned crops of modern press photos ~500. A model trained on soft crops alone
+reads sharpness as age (a sharpened crop looked ~1 year older, a 2x down/up-sized one ~1
+year younger), so `evaluate` measures, on the split it scores (`consistency`):
 
 - the mean signed and mean absolute change of each face's age between the crop and
   (a) its 2x down/up copy, (b) an unsharp-masked copy at press-photo sharpness;
